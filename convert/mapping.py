@@ -1,0 +1,110 @@
+"""Declarative name maps from checkpoint tensors to the jaxkn params pytree.
+
+One table per source format: jaxkn leaf -> source tensor name (with `{i}` for the layer), plus the per-key
+transform. `assemble_params` applies them and checks the postconditions: every target leaf is filled exactly
+once with the expected shape, and every source tensor is used or explicitly ignored; errors name both paths.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from jaxkn.config import ModelConfig
+from jaxkn.model import param_shapes
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing a tensor, has one of the wrong shape, or is unreadable."""
+
+
+# jaxkn leaf path -> (HF tensor name, transform). Torch's nn.Linear stores [out, in]; jaxkn stores [in, out].
+HF_NAMES: dict[str, tuple[str, str]] = {
+    "embed": ("model.embed_tokens.weight", "none"),
+    "final_norm": ("model.norm.weight", "none"),
+    "lm_head": ("lm_head.weight", "transpose"),
+    "layers/attn_norm": ("model.layers.{i}.input_layernorm.weight", "none"),
+    "layers/wq": ("model.layers.{i}.self_attn.q_proj.weight", "transpose"),
+    "layers/wk": ("model.layers.{i}.self_attn.k_proj.weight", "transpose"),
+    "layers/wv": ("model.layers.{i}.self_attn.v_proj.weight", "transpose"),
+    "layers/wo": ("model.layers.{i}.self_attn.o_proj.weight", "transpose"),
+    "layers/mlp_norm": ("model.layers.{i}.post_attention_layernorm.weight", "none"),
+    "layers/w_gate": ("model.layers.{i}.mlp.gate_proj.weight", "transpose"),
+    "layers/w_up": ("model.layers.{i}.mlp.up_proj.weight", "transpose"),
+    "layers/w_down": ("model.layers.{i}.mlp.down_proj.weight", "transpose"),
+}
+# Source tensors that carry nothing the forward pass needs.
+HF_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "none": lambda a: a,
+    "transpose": lambda a: a.T,
+}
+
+
+def _flat_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    shapes = param_shapes(cfg)
+    flat = {k: v for k, v in shapes.items() if k != "layers"}
+    flat.update({f"layers/{k}": v for k, v in shapes["layers"].items()})
+    return flat
+
+
+def assemble_params(
+    cfg: ModelConfig,
+    get_tensor: Callable[[str], np.ndarray],
+    source_names: set[str],
+    names: Mapping[str, tuple[str, str]] = HF_NAMES,
+    transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]] = TRANSFORMS,
+    ignored_suffixes: tuple[str, ...] = HF_IGNORED_SUFFIXES,
+    dtype: str | None = None,
+) -> dict:
+    """Builds the params pytree (numpy arrays) tensor by tensor.
+
+    Args:
+      cfg: target config; shapes are checked against `param_shapes(cfg)`.
+      get_tensor: reads one source tensor by name (as float32/float16/bfloat16 numpy).
+      source_names: every tensor name the source holds (to report unused ones).
+      names / transforms: the declarative map for this source format.
+      dtype: stored dtype of the result (default cfg.param_dtype).
+    """
+    dtype = np.dtype(_np_dtype(dtype or cfg.param_dtype))
+    used: set[str] = set()
+    flat: dict[str, np.ndarray] = {}
+    for leaf, shape in _flat_shapes(cfg).items():
+        if leaf not in names:
+            raise CheckpointError(f"no source mapping for jaxkn param {leaf!r}")
+        pattern, transform = names[leaf]
+        per_layer = leaf.startswith("layers/")
+        src_names = [pattern.format(i=i) for i in range(cfg.n_layers)] if per_layer else [pattern]
+        arrays = []
+        for name in src_names:
+            if name not in source_names:
+                raise CheckpointError(f"checkpoint is missing tensor {name!r} (needed for jaxkn param {leaf!r})")
+            arr = transforms[transform](np.asarray(get_tensor(name)))
+            want = shape[1:] if per_layer else shape
+            if tuple(arr.shape) != tuple(want):
+                raise CheckpointError(
+                    f"tensor {name!r} has shape {tuple(arr.shape)} after {transform!r}, but jaxkn param "
+                    f"{leaf!r} needs {tuple(want)} for this config"
+                )
+            arrays.append(arr.astype(dtype))
+            used.add(name)
+        flat[leaf] = np.stack(arrays) if per_layer else arrays[0]
+    unused = sorted(n for n in source_names - used if not n.endswith(ignored_suffixes))
+    if cfg.tie_embeddings:
+        unused = [n for n in unused if n != names["lm_head"][0]]  # some tied checkpoints still ship a copy
+    if unused:
+        raise CheckpointError(f"checkpoint has tensors jaxkn does not use: {unused[:8]}"
+                              f"{' ...' if len(unused) > 8 else ''}")
+    params = {k: v for k, v in flat.items() if not k.startswith("layers/")}
+    params["layers"] = {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("layers/")}
+    return params
+
+
+def _np_dtype(name: str):
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return name
