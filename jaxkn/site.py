@@ -38,13 +38,14 @@ class SiteEdit:
 
     Attributes:
       scale: multiplicative factor, [L, b, t, F] (1 = untouched).
-      shift: additive term, broadcastable to [L, b, t, F] (0 = untouched).
+      shift: additive term, broadcastable to [L, b, t, F], or None for a pure rescaling (the Pallas MLP
+        accepts only those; None is decided at trace time, a zero array is not).
       where: 1.0 where the rewrite applies, 0.0 elsewhere, [L, b, t, 1].
       site: which intermediate vector is rewritten ("product", "gate" or "act"); static.
     """
 
     scale: Float[Array, "L b t F"]
-    shift: Float[Array, "L b t F"]
+    shift: Float[Array, "L b t F"] | None
     where: Float[Array, "L b t 1"]
     site: str = dataclasses.field(default="product", metadata=dict(static=True))
 
@@ -55,7 +56,9 @@ class SiteEdit:
 
 def apply_edit(h: Float[Array, "B T F"], edit: SiteEdit) -> Float[Array, "B T F"]:
     """Applies one layer's slice of an edit (leaves without the L axis) to the site tensor."""
-    delta = (edit.scale.astype(h.dtype) - 1) * h + edit.shift.astype(h.dtype)
+    delta = (edit.scale.astype(h.dtype) - 1) * h
+    if edit.shift is not None:
+        delta = delta + edit.shift.astype(h.dtype)
     return h + edit.where.astype(h.dtype) * delta
 
 
@@ -88,7 +91,7 @@ def scale_edit(
         where = jnp.broadcast_to(where[None, :, :, None], (n_layers, *where.shape, 1))
     return SiteEdit(
         scale=scale[:, None, None, :],
-        shift=jnp.zeros((n_layers, 1, 1, 1), scale.dtype),
+        shift=None,
         where=where,
         site=site,
     )

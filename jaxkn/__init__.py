@@ -1,0 +1,16 @@
+"""jaxkn: knowledge neurons in JAX.
+
+Pipeline: convert (checkpoints -> params) -> model (pure forward with a neuron seam) -> attribution
+(integrated gradients) -> neurons (knowledge-neuron sets) -> interventions / recall -> experiments.
+"""
+
+from jaxkn.config import ModelConfig, RopeScaling, UnsupportedConfigError
+from jaxkn.model import ContextLengthError, ForwardOutput, forward, init_params, param_shapes, summarize
+from jaxkn.site import SiteEdit, scale_edit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModelConfig", "RopeScaling", "UnsupportedConfigError", "ContextLengthError", "ForwardOutput", "forward",
+    "init_params", "param_shapes", "summarize", "SiteEdit", "scale_edit",
+]
