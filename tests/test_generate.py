@@ -1,0 +1,98 @@
+"""Greedy KV-cache decoding: equals uncached re-runs, HF `generate`, and is independent of batch composition."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxkn.generate import generate, greedy_generate
+from jaxkn.model import forward
+from jaxkn.site import SiteEdit
+
+PROMPTS = [[5, 9, 13, 2, 7], [3, 1, 4, 1, 5, 9, 2, 6, 5, 3], [42]]
+N_NEW = 6
+
+
+def rerun_greedy(params, cfg, prompt, n_new, scale=None, scaled="none"):
+    """Greedy decoding by re-running the whole text each step (the slow definition of each mode)."""
+    tokens = list(prompt)
+    for _ in range(n_new):
+        t = len(tokens)
+        edits = None
+        if scale is not None:
+            where = np.zeros((cfg.n_layers, 1, t, 1), np.float32)
+            where[:, :, -1 if scaled == "last" else slice(None)] = 1.0
+            edits = SiteEdit(scale=scale[:, None, None, :], shift=None, where=jnp.asarray(where))
+        logits = forward(params, np.asarray([tokens]), cfg, edits=edits).logits
+        tokens.append(int(jnp.argmax(logits[0, -1])))
+    return tokens[len(prompt):]
+
+
+def test_cached_decoding_equals_rerunning_the_text(tiny):
+    _, cfg, params = tiny
+    got = greedy_generate(params, cfg, PROMPTS, N_NEW)
+    for prompt, row in zip(PROMPTS, got):
+        assert row == rerun_greedy(params, cfg, prompt, N_NEW)
+
+
+def test_greedy_matches_hf_generate(tiny):
+    hf, cfg, params = tiny
+    got = greedy_generate(params, cfg, PROMPTS[:2], N_NEW)
+    for prompt, row in zip(PROMPTS[:2], got):
+        with torch.no_grad():
+            ref = hf.generate(torch.tensor([prompt]), max_new_tokens=N_NEW, do_sample=False, min_new_tokens=N_NEW,
+                              pad_token_id=0, eos_token_id=None)
+        assert row == ref[0, len(prompt):].tolist()
+
+
+def test_batched_equals_one_at_a_time(tiny_models):
+    _, cfg, params = tiny_models["mistral"]
+    batched = greedy_generate(params, cfg, PROMPTS, N_NEW)
+    alone = [greedy_generate(params, cfg, [p], N_NEW)[0] for p in PROMPTS]
+    assert batched == alone
+
+
+@pytest.mark.parametrize("mode,scaled", [("last", "last"), ("all", "all")])
+def test_intervention_modes_match_their_definitions(tiny_models, mode, scaled):
+    _, cfg, params = tiny_models["llama2"]
+    scale = np.ones((cfg.n_layers, cfg.d_ff), np.float32)
+    scale[:, ::3] = 0.0
+    scale[1, 1::3] = 4.0
+    got = greedy_generate(params, cfg, PROMPTS[:2], N_NEW, scale=jnp.asarray(scale), mode=mode)
+    for prompt, row in zip(PROMPTS[:2], got):
+        assert row == rerun_greedy(params, cfg, prompt, N_NEW, jnp.asarray(scale), scaled)
+
+
+def test_factor_one_is_a_noop_in_every_mode(tiny_models):
+    _, cfg, params = tiny_models["llama3"]
+    plain = generate(params, cfg, PROMPTS, N_NEW).tokens
+    for mode in ("last", "cached", "all"):
+        got = generate(params, cfg, PROMPTS, N_NEW, scale=jnp.ones((cfg.n_layers, cfg.d_ff)), mode=mode).tokens
+        np.testing.assert_array_equal(got, plain)
+
+
+def test_captured_site_equals_full_forward(tiny_models):
+    _, cfg, params = tiny_models["llama2"]
+    gen = generate(params, cfg, PROMPTS[:1], N_NEW, capture="product")
+    text = PROMPTS[0] + [int(t) for t in gen.tokens[0]]
+    full = forward(params, np.asarray([text]), cfg, capture=("product",)).captures["product"]  # [L, 1, T, F]
+    reads = np.arange(len(PROMPTS[0]) - 1, len(text) - 1)
+    np.testing.assert_allclose(np.asarray(gen.site)[:, :, 0], np.moveaxis(np.asarray(full)[:, 0, reads], 1, 0),
+                               atol=1e-5)
+
+
+def test_stop_tokens_end_rows(tiny_models):
+    _, cfg, params = tiny_models["llama2"]
+    free = greedy_generate(params, cfg, PROMPTS[:1], N_NEW)[0]
+    stopped = greedy_generate(params, cfg, PROMPTS[:1], N_NEW, eos_id=free[2])[0]
+    assert stopped == free[: free.index(free[2]) + 1]
+
+
+def test_bad_arguments_are_named(tiny_models):
+    _, cfg, params = tiny_models["llama2"]
+    with pytest.raises(ValueError, match="mode"):
+        generate(params, cfg, PROMPTS, 2, mode="sometimes")
+    with pytest.raises(ValueError, match="empty"):
+        generate(params, cfg, [[]], 2)
+    with pytest.raises(ValueError, match="shape"):
+        generate(params, cfg, PROMPTS, 2, scale=jnp.ones((2, 2)))
