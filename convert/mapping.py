@@ -108,3 +108,44 @@ def _np_dtype(name: str):
 
         return ml_dtypes.bfloat16
     return name
+
+
+# ---- GGUF (llama.cpp) ---------------------------------------------------------------------------------
+# jaxkn leaf path -> (GGUF tensor name, transform). GGUF arrays read as numpy have torch's [out, in] layout;
+# llama.cpp also permutes the rows of Q and K (its rope pairs adjacent dims, HF's rotates halves): undone here.
+GGUF_NAMES: dict[str, tuple[str, str]] = {
+    "embed": ("token_embd.weight", "none"),
+    "final_norm": ("output_norm.weight", "none"),
+    "lm_head": ("output.weight", "transpose"),
+    "layers/attn_norm": ("blk.{i}.attn_norm.weight", "none"),
+    "layers/wq": ("blk.{i}.attn_q.weight", "unpermute_q_transpose"),
+    "layers/wk": ("blk.{i}.attn_k.weight", "unpermute_k_transpose"),
+    "layers/wv": ("blk.{i}.attn_v.weight", "transpose"),
+    "layers/wo": ("blk.{i}.attn_output.weight", "transpose"),
+    "layers/mlp_norm": ("blk.{i}.ffn_norm.weight", "none"),
+    "layers/w_gate": ("blk.{i}.ffn_gate.weight", "transpose"),
+    "layers/w_up": ("blk.{i}.ffn_up.weight", "transpose"),
+    "layers/w_down": ("blk.{i}.ffn_down.weight", "transpose"),
+}
+GGUF_IGNORED_SUFFIXES: tuple[str, ...] = ()
+
+
+def permute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's conversion of HF Q/K rows (rotate-half layout) to its interleaved layout (for tests)."""
+    rows = w.shape[0]
+    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of `permute_rope_rows`: GGUF Q/K rows back to HF's order (n_head = KV heads for K)."""
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def gguf_transforms(cfg: ModelConfig) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The GGUF transforms: the HF ones plus the Q/K row un-permutation, which needs the head counts."""
+    return {
+        **TRANSFORMS,
+        "unpermute_q_transpose": lambda a: unpermute_rope_rows(a, cfg.n_heads).T,
+        "unpermute_k_transpose": lambda a: unpermute_rope_rows(a, cfg.n_kv_heads).T,
+    }

@@ -7,10 +7,13 @@ Pipeline: convert (checkpoints -> params) -> model (pure forward with a neuron s
 from jaxkn.config import ModelConfig, RopeScaling, UnsupportedConfigError
 from jaxkn.model import ContextLengthError, ForwardOutput, forward, init_params, param_shapes, summarize
 from jaxkn.site import SiteEdit, scale_edit
+from jaxkn.loading import load_default_model, load_model
+from jaxkn.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ModelConfig", "RopeScaling", "UnsupportedConfigError", "ContextLengthError", "ForwardOutput", "forward",
     "init_params", "param_shapes", "summarize", "SiteEdit", "scale_edit",
+    "load_model", "load_default_model", "Tokenizer",
 ]
