@@ -83,3 +83,28 @@ def smollm2():
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf():
+    """transformers' own SmolLM2 loaded from the same GGUF file (float32, eval): the PyTorch reference."""
+    import torch
+    import transformers
+
+    from jaxkn.convert.smollm2 import gguf_path
+
+    path = gguf_path()
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                              dtype=torch.float32)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_tokenizer():
+    """transformers' tokenizer built from the same GGUF file (the reference for jaxkn.Tokenizer)."""
+    import transformers
+
+    from jaxkn.convert.smollm2 import gguf_path
+
+    path = gguf_path()
+    return transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

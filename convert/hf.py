@@ -1,0 +1,100 @@
+"""Reads an HF model folder (config.json + safetensors) into (ModelConfig, params, Tokenizer).
+
+Conventions:
+- Weights come from `model.safetensors` or the shards listed in `model.safetensors.index.json`, read tensor by
+  tensor with `safetensors.safe_open(..., framework="numpy")` (bfloat16 included), never all at once.
+- A `pytorch_model.bin` is read only with `torch.load(weights_only=True)` (no arbitrary unpickling), and only
+  when torch is installed.
+- Names map through `convert.mapping.HF_NAMES`; every jaxkn leaf must be filled and every tensor used.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from jaxkn.config import ModelConfig
+from jaxkn.convert.mapping import CheckpointError, assemble_params
+from jaxkn.tokenizer import Tokenizer
+
+SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
+
+
+def read_hf_config(directory: str | Path, dtype: str | None = None) -> ModelConfig:
+    """`ModelConfig.from_hf_dict` of `directory/config.json`, with the params dtype overridden if given."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"no config.json in {directory}")
+    cfg = ModelConfig.from_hf_dict(json.loads(path.read_text()))
+    return cfg.replace(param_dtype=dtype) if dtype else cfg
+
+
+def _safetensors_files(directory: Path) -> dict[str, Path]:
+    """tensor name -> the safetensors file holding it (one file, or the shards of an index)."""
+    from safetensors import safe_open
+
+    index = directory / SAFETENSORS_INDEX
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return {name: directory / shard for name, shard in weight_map.items()}
+    path = directory / SAFETENSORS
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {name: path for name in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"cannot read safetensors file {path} (truncated or corrupt?): {e}") from e
+
+
+def _convert_safetensors(directory: Path, cfg: ModelConfig) -> dict:
+    from safetensors import safe_open
+
+    files = _safetensors_files(directory)
+    with ExitStack() as stack:
+        handles: dict[Path, object] = {}
+
+        def get_tensor(name: str) -> np.ndarray:
+            path = files[name]
+            try:
+                if path not in handles:
+                    handles[path] = stack.enter_context(safe_open(str(path), framework="numpy"))
+                return handles[path].get_tensor(name)
+            except Exception as e:
+                raise CheckpointError(f"cannot read tensor {name!r} from {path} (truncated or corrupt?): {e}") from e
+
+        return assemble_params(cfg, get_tensor, set(files))
+
+
+def _convert_torch_bin(path: Path, cfg: ModelConfig) -> dict:
+    try:
+        import torch
+    except ImportError as e:
+        raise CheckpointError(f"{path} is a torch pickle; reading it needs torch installed. Prefer safetensors: "
+                              f"re-save the model with save_pretrained(safe_serialization=True)") from e
+    state = torch.load(path, map_location="cpu", weights_only=True)  # refuses arbitrary pickled objects
+
+    def get_tensor(name: str) -> np.ndarray:
+        return state[name].to(torch.float32).numpy()
+
+    return assemble_params(cfg, get_tensor, set(state))
+
+
+def convert_hf(directory: str | Path, dtype: str | None = None) -> tuple[ModelConfig, dict, Tokenizer | None]:
+    """(config, params as numpy, tokenizer or None) from an HF model folder.
+
+    Args:
+      directory: holds config.json, the weights and (optionally) tokenizer.json / tokenizer_config.json.
+      dtype: stored dtype of the params (default: the config's `dtype`, float32 if it names none).
+    """
+    directory = Path(directory)
+    cfg = read_hf_config(directory, dtype)
+    if (directory / SAFETENSORS_INDEX).is_file() or (directory / SAFETENSORS).is_file():
+        params = _convert_safetensors(directory, cfg)
+    elif (directory / TORCH_BIN).is_file():
+        params = _convert_torch_bin(directory / TORCH_BIN, cfg)
+    else:
+        raise CheckpointError(f"no weights in {directory}: expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {TORCH_BIN}")
+    tokenizer = Tokenizer.from_hf_dir(directory) if (directory / "tokenizer.json").is_file() else None
+    return cfg, params, tokenizer
