@@ -230,6 +230,11 @@ def _hf_rope(hf: dict) -> tuple[float, RopeScaling | None]:
     """HF keeps rope settings in `rope_scaling` (transformers 4) or `rope_parameters` (transformers 5)."""
     params = dict(hf.get("rope_parameters") or {})
     scaling = dict(hf.get("rope_scaling") or {})
+    kind = lambda d: d.get("rope_type") or d.get("type") or "default"  # noqa: E731
+    if params and scaling and kind(params) != kind(scaling):
+        raise UnsupportedConfigError(
+            f"conflicting rope settings: rope_parameters says {kind(params)!r}, rope_scaling says {kind(scaling)!r}"
+        )
     merged = {**scaling, **params}
     theta = merged.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0
     rope_type = merged.pop("rope_type", None) or merged.pop("type", None) or "default"
