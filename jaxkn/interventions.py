@@ -333,11 +333,12 @@ def generate_under(params: Params, cfg: ModelConfig, prompts: Sequence[Sequence[
     if not isinstance(intervention, Intervention):
         raise ValueError("generation takes one Intervention (one factor per neuron at one site); compose "
                          "interventions with matching positions and site first")
+    scale = intervention.to_scale()  # rejects explicit position masks
     mode = mode or intervention.positions
     if mode not in MODES:
         raise ValueError(f"unknown decoding mode {mode!r}; choose from {MODES}")
-    return generate(params, cfg, prompts, max_new_tokens, stop_ids=stop_ids, scale=intervention.to_scale(),
-                    mode=mode, site=intervention.site, capture=capture)
+    return generate(params, cfg, prompts, max_new_tokens, stop_ids=stop_ids, scale=scale, mode=mode,
+                    site=intervention.site, capture=capture)
 
 
 __all__ = [
