@@ -1,0 +1,182 @@
+"""Runs the two-hop study end to end: model and data in, a results folder out (see `experiments.store`).
+
+Order: load model and dataset -> filter (stage 1, resumable per chunk of candidates) -> knowledge neurons per
+unique fact (stage 2, cached under facts/) -> per-item measurements (stage 3, one file per item) -> aggregate
+(tables, summary.json, report.md, figures: always recomputed from the files, so they are consistent).
+
+Multi-host (`distributed=True`): every host filters the same candidates (deterministic), takes its block of the
+selected items (`jaxkn.distributed.shard_items`), computes them into its own `out`, and the item results are
+gathered once; process 0 writes them and the aggregate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from jaxkn.experiments.settings import StudyConfig
+from jaxkn.experiments.stages import counterfactual_index, fact_stage, filter_stage, item_stage, make_runtime
+from jaxkn.experiments.stages import stable_seed
+from jaxkn.experiments.store import ResultStore, fact_key
+
+
+def load(settings: StudyConfig, mesh: str | None = None):
+    """(cfg, params, tokenizer, model_id) for `settings.model` (None: the embedded SmolLM2)."""
+    import jaxkn
+
+    if settings.model is None:
+        cfg, params, tokenizer = jaxkn.load_default_model()
+        name = "SmolLM2-135M-Instruct (embedded GGUF Q4_1)"
+    else:
+        cfg, params, tokenizer = jaxkn.load_model(settings.model)
+        name = str(Path(settings.model).resolve())
+    if mesh:
+        from jaxkn.sharding import make_mesh, parse_mesh, shard_params
+
+        data, model = parse_mesh(mesh)
+        params = shard_params(params, cfg, make_mesh(data, model), "tensor" if model > 1 else "replicated")
+    digest = hashlib.sha256(json.dumps(sorted(vars(cfg).items()), default=str).encode()).hexdigest()[:8]
+    return cfg, params, tokenizer, f"{name} [{digest}]"
+
+
+def load_dataset(settings: StudyConfig):
+    from jaxkn.data import builtin_items, load_items
+
+    return builtin_items() if settings.dataset is None else load_items(settings.dataset)
+
+
+def _bar(total: int, desc: str, initial: int = 0):
+    return tqdm(total=total, initial=initial, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True,
+                mininterval=1.0)
+
+
+def run_filter(rt, store: ResultStore, items: Sequence) -> tuple[list, dict]:
+    """Stage 1 over seeded-shuffled candidates, in chunks, until `limit` items pass (state saved per chunk)."""
+    from jaxkn.data import greedy_generate_fn
+
+    s = rt.settings
+    order = np.random.default_rng(s.seed).permutation(len(items))
+    state = store.read("filter.json") or {"screened": 0, "kept": [], "pairs": {}}
+    cache = store.read("filter_cache.json") or {}
+    by_id = {it.case_id: it for it in items}
+    gen = greedy_generate_fn(rt.cfg, rt.params, rt.tokenizer, max_new_tokens=s.answer_tokens,
+                             batch_size=s.batch_size)
+    bar = _bar(s.limit, "filter (items kept)", min(len(state["kept"]), s.limit))
+    while len(state["kept"]) < s.limit and state["screened"] < len(items):
+        need = s.limit - len(state["kept"])
+        chunk = [items[i] for i in order[state["screened"]: state["screened"] + max(2 * need, s.batch_size)]]
+        result = filter_stage(rt, chunk, cache, gen)
+        cache = result.cache
+        for pair, c in result.pairs.items():
+            old = state["pairs"].setdefault(pair, {"kept": 0, "total": 0})
+            old["kept"], old["total"] = old["kept"] + c["kept"], old["total"] + c["total"]
+        state["kept"] += [it.case_id for it in result.kept]
+        state["screened"] += len(chunk)
+        store.write("filter_cache.json", cache)
+        store.write("filter.json", state)
+        bar.update(min(len(state["kept"]), s.limit) - bar.n)
+    bar.close()
+    return [by_id[c] for c in state["kept"][: s.limit]], state
+
+
+def run_facts(rt, store: ResultStore, selected: Sequence, attribution_key: str) -> dict:
+    """Stage 2: knowledge neurons of every unique fact of the selected items (cached per fact)."""
+    facts, todo = {}, []
+    for it in selected:
+        for h in (1, 2):
+            triple = tuple(it.hop(h).triple_id)
+            if triple not in facts:
+                facts[triple] = store.fact(fact_key(triple, attribution_key))
+                if facts[triple] is None:
+                    todo.append((triple, it.hop(h)))
+    bar = _bar(len(facts), "knowledge neurons (facts)", len(facts) - len(todo))
+    for triple, hop in todo:
+        facts[triple] = fact_stage(rt, hop, stable_seed(*triple))
+        store.write_fact(fact_key(triple, attribution_key), facts[triple])
+        bar.update(1)
+    bar.close()
+    return facts
+
+
+def run_items(rt, store: ResultStore, selected: Sequence, facts: dict, index: dict) -> list[dict]:
+    """Stage 3: per-item measurements in chunks of `batch_size`; each item's file is written atomically."""
+    todo = [it for it in selected if not store.has_item(it.case_id)]
+    bar = _bar(len(selected), "two-hop items", len(selected) - len(todo))
+    done = []
+    for start in range(0, len(todo), rt.settings.batch_size):
+        chunk = todo[start: start + rt.settings.batch_size]
+        item_facts = [{h: facts[tuple(it.hop(h).triple_id)] for h in (1, 2)} for it in chunk]
+        bar.set_postfix_str("generating")
+        results = item_stage(rt, chunk, item_facts, index, progress=bar.set_postfix_str)
+        for res in results:
+            store.write_item(res["case_id"], res)
+        done += results
+        bar.update(len(chunk))
+    bar.close()
+    return done
+
+
+def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, mesh: str | None = None,
+              distributed: bool = False, log=print) -> Path:
+    """Runs (or resumes) the study into `out` and returns the path of report.md."""
+    from jaxkn.runtime import enable_compilation_cache
+    from jaxkn.data import relation_answers
+
+    from jaxkn.experiments.report import write_report
+
+    enable_compilation_cache()
+    started = time.time()
+    if distributed:
+        from jaxkn.distributed import initialize
+
+        initialize()
+    cfg, params, tokenizer, model_id = load(settings, mesh)
+    items = load_dataset(settings)
+    store = ResultStore(out, settings.fingerprint(model_id), model_id, resume=resume)
+    rt = make_runtime(cfg, params, tokenizer, settings, relation_answers(items))
+    timings = store.read("timings.json") or {}
+
+    def timed(name, fn, *args):
+        t0 = time.time()
+        value = fn(*args)
+        timings[name] = timings.get(name, 0.0) + time.time() - t0
+        store.write("timings.json", timings)
+        return value
+
+    selected, filter_state = timed("filter", run_filter, rt, store, items)
+    mine = selected
+    if distributed:
+        from jaxkn.distributed import shard_items
+
+        mine = shard_items(selected)
+    facts = timed("facts", run_facts, rt, store, mine, settings.attribution_key(model_id))
+    timed("items", run_items, rt, store, mine, facts, counterfactual_index(items))
+    if distributed:
+        _merge_hosts(store, mine, len(selected))
+    timings["total_this_session"] = time.time() - started
+    report = write_report(store, settings, model_id=model_id, filter_state=filter_state, n_dataset=len(items),
+                          selected=[it.case_id for it in selected], facts=facts, timings=timings)
+    log(f"report: {report}")
+    return report
+
+
+def _merge_hosts(store: ResultStore, mine: Sequence, n_selected: int) -> None:
+    """Gathers every host's item results once; process 0 writes the ones it lacks."""
+    import jax
+
+    from jaxkn.distributed import check_unique, gather_results
+
+    local = [store.read(f"items/{it.case_id}.json") for it in mine]
+    everything = gather_results(local, n_selected)
+    check_unique(everything, "case_id")
+    if jax.process_index() == 0:
+        for res in everything:
+            if not store.has_item(res["case_id"]):
+                store.write_item(res["case_id"], res)

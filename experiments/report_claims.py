@@ -1,0 +1,108 @@
+"""The report's per-claim sections (METHOD.md §6: five claims), as markdown lines from summary.json's numbers."""
+
+from __future__ import annotations
+
+from jaxkn.experiments.analysis import HOPS, KINDS, PATTERNS, TARGETS, TAUS
+from jaxkn.experiments.report import _fmt
+
+
+def _recall_drop(n: dict, v: dict, s: dict) -> list[str]:
+    r = n["recall"]
+    lines = ["## Claim 1: recall drops in two-hop questions", "",
+             "| hop | single-hop level (out of sample) | two-hop level (no CoT) | change | random control change |"
+             " verdict |", "|---|---|---|---|---|---|"]
+    for h in HOPS:
+        lines.append(f"| {h} | {_fmt(r['levels'][f'hop{h}/single'])} | {_fmt(r['levels'][f'hop{h}/none'])} | "
+                     f"{_fmt(r['drop'][f'hop{h}'])} | {_fmt(r['drop'][f'hop{h}_random'])} | "
+                     f"{v['1_recall_drops'][str(h)]} |")
+    lines += ["", f"Share recalled at tau = {s['tau']} (no CoT): "
+              + "; ".join(f"hop {h}: {_fmt(r['recalled_share'][f'hop{h}/none'], True)} (random "
+                          f"{_fmt(r['recalled_share'][f'hop{h}/none_random'], True)})" for h in HOPS), ""]
+    return lines
+
+
+def _errors(n: dict, v: dict) -> list[str]:
+    o = n["outcomes"]
+    lines = ["## Claim 2: over a third of reasoning errors come with a recall failure", "",
+             f"Items with knowledge neurons for both hops: {o['n_defined']} ({o['n_undefined']} left out: an empty "
+             f"refined set for a hop). Accuracy (no CoT): {_fmt(o['accuracy'], True)}.", "",
+             "| outcome | " + " | ".join(PATTERNS) + " |", "|---|" + "---|" * len(PATTERNS)]
+    for outcome in ("correct", "wrong"):
+        lines.append(f"| {outcome} | " + " | ".join(str(o["table"][outcome][p]) for p in PATTERNS) + " |")
+    lines += ["", f"Errors that come with a recall failure: {_fmt(o['errors_with_recall_failure'], True)} "
+              f"(paper: over one third). Verdict: **{v['2_errors_with_recall_failure']}**.",
+              f"For comparison, correct answers with a recall failure: {_fmt(o['correct_with_recall_failure'], True)}.",
+              f"Shortcuts (correct although hop 1 was not recalled): {o['shortcut_count']} items, "
+              f"{_fmt(o['shortcut_share_of_correct'], True)} of correct answers. Wrong answers that name the bridge "
+              f"entity instead: {_fmt(o['answers_bridge_share'], True)} of all items.", ""]
+    return lines
+
+
+def _cot(n: dict, v: dict, s: dict) -> list[str]:
+    r, o = n["recall"], n["outcomes"]
+    lines = ["## Claim 3: chain of thought raises recall", "",
+             f"CoT levels are the {s['cot_summary']} of R over the generated positions; a maximum over many positions "
+             "is large by itself, so the verdict uses the change beyond the random control's change.", "",
+             "| hop | CoT | level | random level | change vs no CoT | random change | change beyond random | "
+             "recalled share | accuracy | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for h in HOPS:
+        for c in s["cot"]:
+            extra = ("–", "–", "–", "–") if c == "none" else (
+                _fmt(r["cot_change"][f"hop{h}/{c}"]), _fmt(r["cot_change"][f"hop{h}/{c}_random"]),
+                _fmt(r["cot_change"][f"hop{h}/{c}_vs_random"]), v["3_cot_raises_recall"].get(f"hop{h}/{c}", "–"))
+            lines.append(f"| {h} | {c} | {_fmt(r['levels'][f'hop{h}/{c}'])} | {_fmt(r['levels'][f'hop{h}/{c}_random'])}"
+                         f" | {extra[0]} | {extra[1]} | {extra[2]} | {_fmt(r['recalled_share'][f'hop{h}/{c}'], True)} | "
+                         f"{_fmt(o['accuracy_by_cot'][c], True)} | {extra[3]} |")
+    lines += ["", "Tau curve (share of hops recalled; KN / random control):", "",
+              "| tau | " + " | ".join(f"hop{h} {c}" for h in HOPS for c in s["cot"]) + " |",
+              "|---|" + "---|" * (2 * len(s["cot"]))]
+    for i, tau in enumerate(TAUS):
+        cells = []
+        for h in HOPS:
+            for c in s["cot"]:
+                a, b = r["tau_curve"][f"hop{h}/{c}"][i], r["tau_curve"][f"hop{h}/{c}_random"][i]
+                cells.append("n/a" if a is None else f"{a:.2f} / {b:.2f}" if b is not None else f"{a:.2f}")
+        lines.append(f"| {tau:.2f} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _interventions(n: dict, v: dict, s: dict) -> list[str]:
+    iv = n["interventions"]
+    lines = ["## Claim 4: enhancing knowledge neurons helps, suppressing hurts", "",
+             f"Change of P(answer) (teacher-forced, joint over answer tokens) and of accuracy, against no "
+             f"intervention; enhance = x{s['enhance']}, suppress = x{s['suppress']}.", "",
+             "| neurons | intervention | change of P(answer) | change of accuracy | verdict |", "|---|---|---|---|---|"]
+    for t in TARGETS:
+        for k in KINDS:
+            verdict = v["4_enhance_helps_suppress_hurts"][t].get(k, "control")
+            lines.append(f"| {t} | {k} | {_fmt(iv[f'{t}/{k}']['delta_p'])} | "
+                         f"{_fmt(iv[f'{t}/{k}']['delta_accuracy'], True)} | {verdict} |")
+        for k in ("enhance", "suppress"):
+            lines.append(f"| {t} | {k} minus random {k} | {_fmt(iv[f'{t}/{k}_vs_random']['delta_p'])} | | |")
+    return lines + [""]
+
+
+def _conflict(n: dict, v: dict) -> list[str]:
+    cf = n["conflict"]
+    lines = ["## Claim 5: knowledge conflict raises recall of the true fact", "",
+             "A counterfactual statement of one hop (same relation, another object of the same kind) is stated before "
+             "the two-hop question; R of the true fact is read at the last token.", "",
+             "| stated hop | change of R (true fact) | random control change | beyond random | recalled without -> with"
+             " | answer follows true / counterfactual / other | verdict |", "|---|---|---|---|---|---|---|"]
+    for h in HOPS:
+        c = cf[f"hop{h}"]
+        follows = " / ".join(_fmt(c["follows"][f], True) for f in ("true", "counterfactual", "other"))
+        lines.append(f"| {h} | {_fmt(c['change'])} | {_fmt(c['change_random'])} | {_fmt(c['change_vs_random'])} | "
+                     f"{_fmt(c['recalled_plain'], True)} -> {_fmt(c['recalled_conflict'], True)} | {follows} | "
+                     f"{v['5_conflict_raises_recall'][f'hop{h}']} |")
+    return lines + [""]
+
+
+def _figures(summary: dict) -> list[str]:
+    return ["## Figures", ""] + [f"![{name}](figures/{name})" for name in summary.get("figures", [])] + [""]
+
+
+def claim_sections(summary: dict) -> list[str]:
+    n, v, s = summary["numbers"], summary["verdicts"], summary["settings"]
+    return (_recall_drop(n, v, s) + _errors(n, v) + _cot(n, v, s) + _interventions(n, v, s) + _conflict(n, v)
+            + _figures(summary))
