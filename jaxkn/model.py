@@ -46,8 +46,9 @@ class ContextLengthError(ValueError):
 # ---- building blocks ----------------------------------------------------------------------------------
 
 def rms_norm(x: Float[Array, "... D"], weight: Float[Array, "D"], eps: float) -> Float[Array, "... D"]:
-    # Normalise in float32 and cast back before the weight, as HF's LlamaRMSNorm does (bit parity).
-    x32 = x.astype(jnp.float32)
+    # Normalise in float32 and cast back before the weight, as HF's LlamaRMSNorm does (bit parity);
+    # float64 inputs stay float64 (exactness proofs run under jax.enable_x64).
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
     return weight * normed.astype(x.dtype)
 
@@ -100,7 +101,7 @@ def attend(
     b, t = q.shape[:2]
     q = q.reshape(b, t, cfg.n_kv_heads, cfg.q_per_kv, cfg.head_dim)
     scores = jnp.einsum("btkge,bske->bkgts", q, k) / np.sqrt(cfg.head_dim).astype(q.dtype)
-    scores = jnp.where(mask[:, None, None], scores.astype(jnp.float32), _MASKED)
+    scores = jnp.where(mask[:, None, None], scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bske->btkge", probs, v)
     return out.reshape(b, t, cfg.n_heads * cfg.head_dim)
