@@ -13,10 +13,11 @@ counts (R = steps x prompts, 20..640) the MLP streams its weights, 3 * D * F val
 R * F values, so fusing h saves little traffic: the kernel has to earn its place on measurements, not on
 principle. There is no "auto" setting for the same reason.
 
-Which edits the kernel takes: every edit at site "product" with no shift (a pure rescaling). Their combined
-factor s = prod over edits of (1 + where * (scale - 1)) is what the model's sequence of `apply_edit`s
-multiplies the product by. Anything else (a shift, or the "gate"/"act" sites) returns None and the model
-falls back to XLA, so results never depend on the implementation.
+Which edits the kernel takes: every edit at site "product", rescaling and shift alike: in order they map the
+product h to h * s + c (`combined_terms`), which the kernel computes per row and neuron; with no edits both are
+None and nothing is materialised. The attribution engine's edits (scale t, shift (1 - t) b + probe) are of
+this form. Edits at the "gate" or "act" sites return None and the model falls back to XLA, so results never
+depend on the implementation.
 """
 
 from __future__ import annotations
@@ -31,18 +32,25 @@ from jaxkn.site import SiteEdit
 KERNEL_IMPLS = ("pallas", "pallas_interpret")
 
 
-def combined_scale(edits: tuple[SiteEdit, ...], batch: int, tokens: int, d_ff: int):
-    """The kernel's s [B*T, F] for this layer's edits, None when there are none, or False when an edit is not
-    a pure rescaling of the product site (the kernel cannot take it)."""
-    if any(edit.site != "product" or edit.shift is not None for edit in edits):
-        return False
-    s = None
+def combined_terms(edits: tuple[SiteEdit, ...], batch: int, tokens: int, d_ff: int):
+    """The kernel's (s, c), each [B*T, F] or None, for this layer's edits; None when an edit is not at the
+    "product" site (the kernel cannot take it).
+
+    Edit k maps h to h * f_k + w_k * shift_k with f_k = 1 + w_k (scale_k - 1), w_k its `where`; in order, they
+    give h * s + c with s = prod f_k and c folded the same way (c <- c * f_k + w_k * shift_k).
+    """
+    if any(edit.site != "product" for edit in edits):
+        return None
+    s = c = None
     for edit in edits:
         factor = 1 + edit.where * (edit.scale - 1)  # [b, t, F]
         s = factor if s is None else s * factor
-    if s is None:
-        return None
-    return jnp.broadcast_to(s, (batch, tokens, d_ff)).reshape(batch * tokens, d_ff)
+        c = None if c is None else c * factor
+        if edit.shift is not None:
+            added = edit.where * edit.shift
+            c = added if c is None else c + added
+    flat = lambda a: None if a is None else jnp.broadcast_to(a, (batch, tokens, d_ff)).reshape(-1, d_ff)  # noqa: E731
+    return flat(s), flat(c)
 
 
 def mlp_with_edits(
@@ -62,18 +70,18 @@ def mlp_with_edits(
     if cfg.mlp_impl not in KERNEL_IMPLS:
         raise ValueError(f"mlp_with_edits serves mlp_impl in {KERNEL_IMPLS}, got {cfg.mlp_impl!r}")
     batch, tokens, d_model = x_normed.shape
-    s = combined_scale(tuple(edits), batch, tokens, cfg.d_ff)
-    if s is False:
+    terms = combined_terms(tuple(edits), batch, tokens, cfg.d_ff)
+    if terms is None:
         return None
     y = swiglu_mlp(
         x_normed.reshape(batch * tokens, d_model),
         lp["w_gate"],
         lp["w_up"],
         lp["w_down"],
-        s,
+        *terms,
         interpret=cfg.mlp_impl == "pallas_interpret",
     )
     return y.reshape(batch, tokens, d_model)
 
 
-__all__ = ["KERNEL_IMPLS", "combined_scale", "mlp_with_edits"]
+__all__ = ["KERNEL_IMPLS", "combined_terms", "mlp_with_edits"]

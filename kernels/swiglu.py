@@ -1,15 +1,16 @@
 """Fused SwiGLU MLP with neuron scaling: a `jnp` reference and a Pallas kernel with the same signature.
 
-    h = silu(x @ W_gate) * (x @ W_up) * s        (s: per row and neuron; None = no scaling)
+    h = silu(x @ W_gate) * (x @ W_up) * s + c    (s, c: per row and neuron; None = no scaling / no shift)
     y = h @ W_down
 
-`s` is the attribution engine's integrated-gradients factor or an intervention's factor, applied at the
+`s` is an intervention's (or integrated gradients') factor and `c` an additive term (the attribution engine
+writes t a + (1 - t) b + probe into the site as scale t plus shift, and differentiates the probe), both at the
 "product" site (METHOD.md §2). The kernel never writes h (or gate/up) to memory: each (row tile, F tile)
 program computes its h tile from x and the weight columns and adds h_tile @ W_down[tile] into a float32
 output accumulator. Its `jax.custom_vjp` backward recomputes the tile (nothing but the inputs is saved) and
-gives, again without materialising [R, F] intermediates except the requested ds:
+gives, again without materialising [R, F] intermediates other than the requested ds and dc:
 
-    dh = dy @ W_down^T                       ds = dh * silu(g) * u          (g = x W_gate, u = x W_up)
+    dh = dy @ W_down^T    dc = dh            ds = dh * silu(g) * u          (g = x W_gate, u = x W_up)
     dp = dh * s    du = dp * silu(g)         dg = dp * u * sig(g) * (1 + g (1 - sig(g)))
     dx = dg @ W_gate^T + du @ W_up^T
 
@@ -41,6 +42,7 @@ def swiglu_reference(
     w_up: Float[Array, "D F"],
     w_down: Float[Array, "F D"],
     scale: Float[Array, "... F"] | None = None,
+    shift: Float[Array, "... F"] | None = None,
 ) -> Float[Array, "... D"]:
     """The function the kernel computes, in plain `jnp` (float32 accumulation, output in x's dtype)."""
     g = jnp.matmul(x, w_gate, preferred_element_type=_F32)
@@ -48,6 +50,8 @@ def swiglu_reference(
     h = jax.nn.silu(g) * u
     if scale is not None:
         h = h * scale.astype(_F32)
+    if shift is not None:
+        h = h + shift.astype(_F32)
     return jnp.matmul(h.astype(w_down.dtype), w_down, preferred_element_type=_F32).astype(x.dtype)
 
 
@@ -65,9 +69,10 @@ def _sigmoid(g):
     return 1.0 / (1.0 + jnp.exp(-g))  # exp lowers on every Pallas backend
 
 
-def _scaled_product(g, u, s):
+def _scaled_product(g, u, s, c):
     h = g * _sigmoid(g) * u
-    return h if s is None else h * s.astype(_F32)
+    h = h if s is None else h * s.astype(_F32)
+    return h if c is None else h + c.astype(_F32)
 
 
 def _backward_tile(g, u, dh, s):
@@ -79,29 +84,41 @@ def _backward_tile(g, u, dh, s):
     return dp * u * sig * (1.0 + g * (1.0 - sig)), dp * act, ds
 
 
-def _split_refs(refs, n_in, has_scale):
-    """Kernel refs are (x, wg, wu, wd, [dy], [s], init, outputs...); init is aliased to the first output."""
+def _split_refs(refs, n_in, has_scale, has_shift):
+    """Kernel refs are (x, wg, wu, wd, [dy], [s], [c], init, outputs...); init is aliased to output 0.
+    Returns (inputs, s value or None, c value or None, outputs)."""
     inputs, outputs = refs[:n_in], refs[n_in:]
-    s_ref = inputs[-2] if has_scale else None
-    return inputs, s_ref, outputs
+    s = inputs[n_in - 2 - has_shift][...] if has_scale else None
+    c = inputs[n_in - 2][...] if has_shift else None
+    return inputs, s, c, outputs
+
+
+def _store_site_grads(refs, ds, dh, has_scale, has_shift):
+    """Writes this tile's ds (when s is given) and dc = dh (when a shift c is given), in that order."""
+    if has_scale:
+        refs[0][...] = ds
+    if has_shift:
+        refs[has_scale][...] = dh
 
 
 # ---- "sequential" schedule (TPU Mosaic, interpret): F steps run in order, output tile resident ---------
 
-def _fwd_sequential(*refs, has_scale):
-    (x_ref, wg_ref, wu_ref, wd_ref, *_), s_ref, (o_ref,) = _split_refs(refs, 5 + has_scale, has_scale)
+def _fwd_sequential(*refs, has_scale, has_shift):
+    (x_ref, wg_ref, wu_ref, wd_ref, *_), s, c, (o_ref,) = _split_refs(
+        refs, 5 + has_scale + has_shift, has_scale, has_shift)
 
     @pl.when(pl.program_id(1) == 0)
     def _zero():
         o_ref[...] = jnp.zeros(o_ref.shape, _F32)
 
     x = x_ref[...]
-    h = _scaled_product(_dot(x, wg_ref[...]), _dot(x, wu_ref[...]), None if s_ref is None else s_ref[...])
+    h = _scaled_product(_dot(x, wg_ref[...]), _dot(x, wu_ref[...]), s, c)
     o_ref[...] += _dot(h.astype(wd_ref.dtype), wd_ref[...])
 
 
-def _bwd_sequential(*refs, has_scale):
-    (x_ref, wg_ref, wu_ref, wd_ref, dy_ref, *_), s_ref, outs = _split_refs(refs, 6 + has_scale, has_scale)
+def _bwd_sequential(*refs, has_scale, has_shift):
+    (x_ref, wg_ref, wu_ref, wd_ref, dy_ref, *_), s, _, outs = _split_refs(
+        refs, 6 + has_scale + has_shift, has_scale, has_shift)
     dx_ref = outs[0]
 
     @pl.when(pl.program_id(1) == 0)
@@ -110,9 +127,8 @@ def _bwd_sequential(*refs, has_scale):
 
     x, wg, wu = x_ref[...], wg_ref[...], wu_ref[...]
     dh = _dot(dy_ref[...], wd_ref[...], _TRANSPOSED_RHS)
-    dg, du, ds = _backward_tile(_dot(x, wg), _dot(x, wu), dh, None if s_ref is None else s_ref[...])
-    if has_scale:
-        outs[1][...] = ds
+    dg, du, ds = _backward_tile(_dot(x, wg), _dot(x, wu), dh, s)
+    _store_site_grads(outs[1:], ds, dh, has_scale, has_shift)
     dx_ref[...] += _dot(dg.astype(wg.dtype), wg, _TRANSPOSED_RHS) + _dot(du.astype(wu.dtype), wu, _TRANSPOSED_RHS)
 
 
@@ -141,10 +157,11 @@ def _gate_up(x_ref, wg_ref, wu_ref, chunk, extra=None):
     return jax.lax.fori_loop(0, n_chunks, body, (zeros,) * (2 if extra is None else 3))
 
 
-def _fwd_atomic(*refs, has_scale, chunk):
-    (x_ref, wg_ref, wu_ref, wd_ref, *_), s_ref, (o_ref,) = _split_refs(refs, 5 + has_scale, has_scale)
+def _fwd_atomic(*refs, has_scale, has_shift, chunk):
+    (x_ref, wg_ref, wu_ref, wd_ref, *_), s, c, (o_ref,) = _split_refs(
+        refs, 5 + has_scale + has_shift, has_scale, has_shift)
     g, u = _gate_up(x_ref, wg_ref, wu_ref, chunk)
-    h = _scaled_product(g, u, None if s_ref is None else s_ref[...]).astype(wd_ref.dtype)
+    h = _scaled_product(g, u, s, c).astype(wd_ref.dtype)
 
     def down(k, carry):
         cols = pl.ds(pl.multiple_of(k * chunk, chunk), chunk)
@@ -154,12 +171,12 @@ def _fwd_atomic(*refs, has_scale, chunk):
     jax.lax.fori_loop(0, x_ref.shape[1] // chunk, down, 0)
 
 
-def _bwd_atomic(*refs, has_scale, chunk):
-    (x_ref, wg_ref, wu_ref, wd_ref, dy_ref, *_), s_ref, outs = _split_refs(refs, 6 + has_scale, has_scale)
+def _bwd_atomic(*refs, has_scale, has_shift, chunk):
+    (x_ref, wg_ref, wu_ref, wd_ref, dy_ref, *_), s, _, outs = _split_refs(
+        refs, 6 + has_scale + has_shift, has_scale, has_shift)
     g, u, dh = _gate_up(x_ref, wg_ref, wu_ref, chunk, extra=(dy_ref, wd_ref))
-    dg, du, ds = _backward_tile(g, u, dh, None if s_ref is None else s_ref[...])
-    if has_scale:
-        outs[1][...] = ds
+    dg, du, ds = _backward_tile(g, u, dh, s)
+    _store_site_grads(outs[1:], ds, dh, has_scale, has_shift)
     dg, du = dg.astype(wg_ref.dtype), du.astype(wu_ref.dtype)
 
     def dx_chunk(k, carry):
@@ -219,28 +236,37 @@ def _kernel_call(plan: _Plan, body, operands, kinds, out_kinds, init, name):
     )(*operands, init)
 
 
-def _body(plan: _Plan, forward: bool, has_scale: bool):
+def _body(plan: _Plan, forward: bool, has_scale: bool, has_shift: bool):
+    flags = dict(has_scale=has_scale, has_shift=has_shift)
     if plan.blocks.schedule == "atomic":
-        fn = _fwd_atomic if forward else _bwd_atomic
-        return functools.partial(fn, has_scale=has_scale, chunk=plan.blocks.model)
-    return functools.partial(_fwd_sequential if forward else _bwd_sequential, has_scale=has_scale)
+        return functools.partial(_fwd_atomic if forward else _bwd_atomic, chunk=plan.blocks.model, **flags)
+    return functools.partial(_fwd_sequential if forward else _bwd_sequential, **flags)
 
 
-def _forward_padded(plan, x, wg, wu, wd, s, init=None):
-    operands = (x, wg, wu, wd) + (() if s is None else (s,))
-    kinds = ("rd", "df", "df", "fd") + (() if s is None else ("rf",))
-    init = jnp.zeros((x.shape[0], x.shape[1]), _F32) if init is None else init
-    (y,) = _kernel_call(plan, _body(plan, True, s is not None), operands, kinds, ("rd",), init, "swiglu_fused_fwd")
+def _site_terms(s, c):
+    """The optional per-neuron operands, in kernel order, and their tilings."""
+    terms = tuple(a for a in (s, c) if a is not None)
+    return terms, ("rf",) * len(terms)
+
+
+def _forward_padded(plan, x, wg, wu, wd, s, c, init=None):
+    terms, term_kinds = _site_terms(s, c)
+    init = jnp.zeros(x.shape, _F32) if init is None else init
+    body = _body(plan, True, s is not None, c is not None)
+    (y,) = _kernel_call(plan, body, (x, wg, wu, wd, *terms), ("rd", "df", "df", "fd", *term_kinds), ("rd",),
+                        init, "swiglu_fused_fwd")
     return y
 
 
-def _backward_padded(plan, x, wg, wu, wd, s, dy):
-    operands = (x, wg, wu, wd, dy) + (() if s is None else (s,))
-    kinds = ("rd", "df", "df", "fd", "rd") + (() if s is None else ("rf",))
-    out_kinds = ("rd",) + (() if s is None else ("rf",))
-    outs = _kernel_call(plan, _body(plan, False, s is not None), operands, kinds, out_kinds,
-                        jnp.zeros(x.shape, _F32), "swiglu_fused_bwd")
-    return outs[0], (outs[1] if s is not None else None)
+def _backward_padded(plan, x, wg, wu, wd, s, c, dy):
+    """(dx, ds or None, dc or None), padded, float32."""
+    terms, term_kinds = _site_terms(s, c)
+    body = _body(plan, False, s is not None, c is not None)
+    dx, *site_grads = _kernel_call(plan, body, (x, wg, wu, wd, dy, *terms), ("rd", "df", "df", "fd", "rd", *term_kinds),
+                                   ("rd", *term_kinds), jnp.zeros(x.shape, _F32), "swiglu_fused_bwd")
+    ds = site_grads.pop(0) if s is not None else None
+    dc = site_grads.pop(0) if c is not None else None
+    return dx, ds, dc
 
 
 def _pad_to(a, shape):
@@ -254,36 +280,35 @@ def _padded_shapes(plan: _Plan, n_rows, d_model, d_ff):
     return round_up(n_rows, b.rows), d_pad, round_up(d_ff, b.ff)
 
 
-def _pad_all(plan, x, wg, wu, wd, s):
+def _pad_all(plan, x, wg, wu, wd, s, c):
     rows, dp, fp = _padded_shapes(plan, x.shape[0], x.shape[1], wg.shape[1])
-    s = None if s is None else _pad_to(s, (rows, fp))
-    return _pad_to(x, (rows, dp)), _pad_to(wg, (dp, fp)), _pad_to(wu, (dp, fp)), _pad_to(wd, (fp, dp)), s
+    s, c = (None if a is None else _pad_to(a, (rows, fp)) for a in (s, c))
+    return _pad_to(x, (rows, dp)), _pad_to(wg, (dp, fp)), _pad_to(wu, (dp, fp)), _pad_to(wd, (fp, dp)), s, c
 
 
 # ---- custom_vjp over 2-D operands --------------------------------------------------------------------
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused(plan, x, wg, wu, wd, s):
+def _fused(plan, x, wg, wu, wd, s, c):
     n_rows, d_model = x.shape
-    y = _forward_padded(plan, *_pad_all(plan, x, wg, wu, wd, s))
+    y = _forward_padded(plan, *_pad_all(plan, x, wg, wu, wd, s, c))
     return y[:n_rows, :d_model].astype(x.dtype)
 
 
-def _fused_fwd(plan, x, wg, wu, wd, s):
-    return _fused(plan, x, wg, wu, wd, s), (x, wg, wu, wd, s)  # inputs only: the tile is recomputed
+def _fused_fwd(plan, x, wg, wu, wd, s, c):
+    return _fused(plan, x, wg, wu, wd, s, c), (x, wg, wu, wd, s, c)  # inputs only: tiles are recomputed
 
 
 def _fused_bwd(plan, residuals, dy):
-    x, wg, wu, wd, s = residuals
-    n_rows, d_model = x.shape
-    padded = _pad_all(plan, x, wg, wu, wd, s)
-    dy_p = _pad_to(dy, padded[0].shape)
-    dx, ds = _backward_padded(plan, *padded, dy_p)
+    x, wg, wu, wd, s, c = residuals
+    (n_rows, d_model), d_ff = x.shape, wg.shape[1]
+    padded = _pad_all(plan, x, wg, wu, wd, s, c)
+    dx, ds, dc = _backward_padded(plan, *padded, _pad_to(dy, padded[0].shape))
     dx = dx[:n_rows, :d_model].astype(x.dtype)
-    ds = None if s is None else ds[:n_rows, : wg.shape[1]].astype(s.dtype)
-    # Weight gradients: plain jnp; XLA drops them under jit when only dx / ds are used (attribution).
-    _, weight_vjp = jax.vjp(lambda a, b, c: swiglu_reference(x, a, b, c, s), wg, wu, wd)
-    return (dx, *weight_vjp(dy), ds)
+    ds, dc = (None if g is None else g[:n_rows, :d_ff].astype(a.dtype) for g, a in ((ds, s), (dc, c)))
+    # Weight gradients: plain jnp; XLA drops them under jit when only dx / ds / dc are used (attribution).
+    _, weight_vjp = jax.vjp(lambda a, b, d: swiglu_reference(x, a, b, d, s, c), wg, wu, wd)
+    return (dx, *weight_vjp(dy), ds, dc)
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
@@ -310,6 +335,7 @@ def swiglu_mlp(
     w_up: Float[Array, "D F"],
     w_down: Float[Array, "F D"],
     scale: Float[Array, "... F"] | None = None,
+    shift: Float[Array, "... F"] | None = None,
     *,
     interpret: bool = False,
     blocks: SwigluBlocks | None = None,
@@ -320,6 +346,7 @@ def swiglu_mlp(
       x: rows to transform; leading axes are flattened into R rows.
       w_gate, w_up, w_down: the layer's MLP weights.
       scale: per row and neuron factor s (broadcast to [..., F]); None means no scaling (no ones array made).
+      shift: per row and neuron additive term c after the scaling (h = silu(g) u s + c), or None.
       interpret: run the kernel in Pallas interpret mode (any backend, slow; for tests on CPU).
       blocks: tiles and schedule; default `choose_blocks` for the backend and shapes.
     """
@@ -335,8 +362,8 @@ def swiglu_mlp(
         blocks = choose_blocks(x2.shape[0], d_model, d_ff, target=kernel_target(interpret))
     elif not interpret:
         kernel_target(interpret)  # same clear error on CPU
-    s2 = None if scale is None else jnp.broadcast_to(scale, (*lead, d_ff)).reshape(-1, d_ff)
-    y = _fused(_Plan(blocks=blocks, interpret=interpret), x2, w_gate, w_up, w_down, s2)
+    s2, c2 = (None if a is None else jnp.broadcast_to(a, (*lead, d_ff)).reshape(-1, d_ff) for a in (scale, shift))
+    y = _fused(_Plan(blocks=blocks, interpret=interpret), x2, w_gate, w_up, w_down, s2, c2)
     return y.reshape(*lead, d_model)
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkn.kernels.dispatch import combined_scale, mlp_with_edits
+from jaxkn.kernels.dispatch import combined_terms, mlp_with_edits
 from jaxkn.model import forward, layer_slice
 from jaxkn.site import SiteEdit, scale_edit
 
@@ -43,10 +43,17 @@ def test_logits_match_xla(llama2):
     assert rel_err(logits(cfg, params, tokens, "pallas_interpret"), want) <= 1e-5
 
 
-def test_logits_under_rescalings_match_xla(llama2):
-    """One edit at the last position, and two composed edits (the kernel multiplies their factors)."""
+def shifted_edit(cfg, seed):
+    edit = random_scale_edit(cfg, seed)
+    shift = 0.5 * jax.random.normal(jax.random.PRNGKey(seed), (cfg.n_layers, BATCH, 1, cfg.d_ff))
+    return SiteEdit(scale=edit.scale, shift=shift, where=edit.where)
+
+
+def test_logits_under_edits_match_xla(llama2):
+    """A rescaling at the last position; two composed rescalings; rescalings composed with a shift."""
     cfg, params, tokens = llama2
-    for edits in [random_scale_edit(cfg, 1), (random_scale_edit(cfg, 2), random_scale_edit(cfg, 3, False))]:
+    for edits in [random_scale_edit(cfg, 1), (random_scale_edit(cfg, 2), random_scale_edit(cfg, 3, False)),
+                  (random_scale_edit(cfg, 2, False), shifted_edit(cfg, 9), random_scale_edit(cfg, 3))]:
         want = logits(cfg, params, tokens, "xla", edits)
         plain = logits(cfg, params, tokens, "xla")
         assert rel_err(want, plain) > 1e-3, "degenerate test: the edit must change the logits"
@@ -79,14 +86,14 @@ def test_edits_the_kernel_cannot_take_fall_back_to_xla(llama2):
     x = jax.random.normal(jax.random.PRNGKey(5), (BATCH, TOKENS, cfg.d_model))
     slice0 = lambda e: jax.tree_util.tree_map(lambda a: a[0], e)  # noqa: E731
     base = random_scale_edit(cfg, 6)
-    shifted = SiteEdit(scale=base.scale, shift=jnp.ones_like(base.scale), where=base.where)
     gate_site = SiteEdit(scale=base.scale, shift=None, where=base.where, site="gate")
+    act_site = SiteEdit(scale=base.scale, shift=jnp.ones_like(base.scale), where=base.where, site="act")
     interp = cfg.replace(mlp_impl="pallas_interpret")
-    for edit in (shifted, gate_site):
+    for edit in (gate_site, act_site):
         assert mlp_with_edits(interp, lp, x, (slice0(edit),)) is None
         want = logits(cfg, params, tokens, "xla", edit)
         assert np.array_equal(logits(cfg, params, tokens, "pallas_interpret", edit), want)
-    assert combined_scale((), BATCH, TOKENS, cfg.d_ff) is None  # no edits: no ones array
+    assert combined_terms((), BATCH, TOKENS, cfg.d_ff) == (None, None)  # no edits: no ones array
 
 
 def test_compiled_pallas_on_cpu_names_the_alternatives(llama2):
@@ -95,3 +102,19 @@ def test_compiled_pallas_on_cpu_names_the_alternatives(llama2):
         pytest.skip("the error is specific to CPU")
     with pytest.raises(ValueError, match="pallas_interpret"):
         forward(params, tokens, cfg.replace(mlp_impl="pallas"))
+
+
+def test_attributions_match_xla(llama2):
+    """The attribution engine (its edits: scale t, shift (1 - t) b + probe) through the kernel and through XLA."""
+    attribution = pytest.importorskip("jaxkn.attribution", reason="the attribution engine is not in this checkout")
+    cfg, params, _ = llama2
+    # the fast path (the hot path); the reference path builds the same edits through `forward`
+    config = attribution.AttributionConfig(steps=3, method="fast", layers=(1,))
+    prompts, answers = [[1, 5, 9, 3], [2, 8, 4]], [[7], [11, 6]]
+
+    def scores(impl):
+        return attribution.attribute_ids(params, cfg.replace(mlp_impl=impl), prompts, answers, config).scores
+
+    want = scores("xla")
+    assert np.abs(np.asarray(want)).max() > 0
+    assert rel_err(scores("pallas_interpret"), want) <= 1e-5

@@ -3,6 +3,8 @@ both schedules, ragged shapes, bfloat16, poisoned output buffers, and block choi
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,6 +94,24 @@ def test_without_scale_matches_reference(schedule):
 
 
 @pytest.mark.parametrize("schedule", ["sequential", "atomic"])
+def test_scale_and_shift_match_reference(schedule):
+    """h = silu(g) u s + c, the attribution engine's form: gradients for x, s and c (dc = dh)."""
+    blocks = SwigluBlocks(rows=16, ff=128, model=32, schedule=schedule)
+    x, w_gate, w_up, w_down, scale, cotangent = operands(37, 100, 300, seed=7)
+    shift = 0.1 * jax.random.normal(jax.random.PRNGKey(8), scale.shape)
+
+    def loss(fn, x, s, c):
+        return jnp.sum(fn(x, w_gate, w_up, w_down, s, c) * cotangent)
+
+    kernel = lambda *a: swiglu_mlp(*a, interpret=True, blocks=blocks)  # noqa: E731
+    got = jax.jit(jax.value_and_grad(functools.partial(loss, kernel), argnums=(0, 1, 2)))(x, scale, shift)
+    want = jax.value_and_grad(functools.partial(loss, swiglu_reference), argnums=(0, 1, 2))(x, scale, shift)
+    assert rel_err(got[0], want[0]) <= 1e-5
+    for name, g, w in zip(["x", "scale", "shift"], got[1], want[1]):
+        assert rel_err(g, w) <= 1e-5, f"d/d{name}: {report(g, w)}"
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "atomic"])
 def test_bfloat16_inputs_match_float32_reference(schedule):
     blocks = SwigluBlocks(rows=16, ff=128, model=32, schedule=schedule)
     args = operands(37, 96, 300, dtype=jnp.bfloat16, seed=2)
@@ -107,7 +127,7 @@ def test_every_output_element_is_written():
     """Poison the sequential schedule's (aliased) output with NaN: every tile must be overwritten."""
     plan = swiglu._Plan(blocks=SwigluBlocks(rows=16, ff=128), interpret=True)
     x, w_gate, w_up, w_down, scale, _ = operands(37, 100, 300, seed=3)
-    padded = swiglu._pad_all(plan, x, w_gate, w_up, w_down, scale)
+    padded = swiglu._pad_all(plan, x, w_gate, w_up, w_down, scale, None)
     poison = jnp.full((padded[0].shape[0], padded[0].shape[1]), jnp.nan, jnp.float32)
     y = swiglu._forward_padded(plan, *padded, init=poison)
     assert np.isfinite(np.asarray(y)).all(), f"{int(np.isnan(np.asarray(y)).sum())} elements never written"
