@@ -190,6 +190,16 @@ def unpad(result: Any, n_rows: int) -> Any:
     return jax.tree_util.tree_map(lambda a: np.asarray(a)[:n_rows], result)
 
 
+def run_sharded(fn, params: Params, batch: Any, *args, mesh: Mesh, **kwargs) -> Any:
+    """`fn(params, batch, *args, **kwargs)` with the batch's rows split over "data", padding rows dropped.
+
+    `params` should already be placed (`shard_params`, once); `fn` is any jitted function of a [B, ...] pytree
+    whose outputs lead with B too (e.g. `jaxkn.attribution.attribute_batch`, `jaxkn.model.forward`).
+    """
+    sharded, n_rows = shard_batch(batch, mesh)
+    return unpad(fn(params, sharded, *args, **kwargs), n_rows)
+
+
 def describe_placement(array: jax.Array) -> list[tuple[int, tuple]]:
     """(device id, index into the global array) for every shard: what tests and logs check placement with."""
     def bounds(index):
@@ -200,5 +210,6 @@ def describe_placement(array: jax.Array) -> list[tuple[int, tuple]]:
 
 __all__ = [
     "AXES", "RULES", "ShardingError", "make_mesh", "parse_mesh", "param_specs", "param_shardings", "shard_params",
-    "abstract_params", "batch_sharding", "pad_rows", "shard_batch", "unpad", "describe_placement",
+    "abstract_params", "batch_sharding", "pad_rows", "shard_batch", "unpad", "run_sharded",
+    "describe_placement",
 ]
