@@ -206,6 +206,7 @@ class HopRecall(NamedTuple):
     control_single: SingleHopLevel
     control_two_hop: TwoHopLevel
     control_recalled: bool
+    control_neurons: np.ndarray
 
 
 def hop_recall(query_acts: Float[Array, "J L F"], neuron_sets_loo: Sequence, neurons, two_hop_acts, *,
@@ -227,7 +228,7 @@ def hop_recall(query_acts: Float[Array, "J L F"], neuron_sets_loo: Sequence, neu
     c_single = single_hop_level(query_acts, control_loo, kind=kind)
     c_two = two_hop_level(two_hop_acts, control, abar, kind=kind, summary=summary, valid=valid)
     return HopRecall(single, two, bool(recalled(two.level, single.level, tau)), c_single, c_two,
-                     bool(recalled(c_two.level, c_single.level, tau)))
+                     bool(recalled(c_two.level, c_single.level, tau)), control)
 
 
 __all__ = [
