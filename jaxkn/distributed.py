@@ -37,11 +37,16 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     """Starts `jax.distributed` once (idempotent); a single process without arguments is left alone.
 
     On TPU pods, SLURM and GKE every argument is detected from the environment: call `initialize()` on every
-    host. Elsewhere pass the coordinator ("host:port" of process 0), the process count and this process's id.
+    host. Elsewhere pass the coordinator ("host:port" of process 0), the process count and this process's id,
+    or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (read here when an argument is None).
     On CPU, cross-process collectives use gloo.
     """
     if jax.distributed.is_initialized():
         return
+    if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+        process_id = int(os.environ["JAX_PROCESS_ID"])
     if coordinator_address is None and num_processes is None and not _cluster_detected():
         return  # one process, nothing to coordinate
     # Only the CPU client reads this (accelerators use their own interconnect): harmless everywhere.
