@@ -46,12 +46,11 @@ def item_row(res: dict, cot_settings) -> dict:
                 row[f"{c}_h{h}_random{suffix}"] = _get(res, "cot", c, "reads", f"hop{h}_random", key)
     row["none_says_bridge"] = bool(_get(res, "cot", "none", "says_bridge", default=False))
     iv = res.get("interventions", {})
-    row["base_p"] = _get(iv, "base", "p_joint")
-    row["base_p_first"] = _get(iv, "base", "p_first")
+    row["base_p"] = _get(iv, "base", "p_first")
+    row["base_correct"] = float(_get(iv, "base", "correct", default=False))
     for t in TARGETS:
         for k in KINDS:
-            row[f"{t}_{k}_p"] = _get(iv, f"{t}/{k}", "p_joint")
-            row[f"{t}_{k}_p_first"] = _get(iv, f"{t}/{k}", "p_first")
+            row[f"{t}_{k}_p"] = _get(iv, f"{t}/{k}", "p_first")
             correct = _get(iv, f"{t}/{k}", "correct")
             row[f"{t}_{k}_correct"] = float(correct) if not isinstance(correct, float) else correct
     for h in HOPS:
@@ -148,7 +147,7 @@ def outcome_numbers(t: pd.DataFrame, s: StudyConfig) -> dict:
 def intervention_numbers(t: pd.DataFrame, s: StudyConfig) -> dict:
     """Claim 4: change of P(answer) and of accuracy under each intervention, against the random control."""
     out = {}
-    base_p, base_c = t["base_p"].to_numpy(np.float64), t["none_correct"].to_numpy(np.float64)
+    base_p, base_c = t["base_p"].to_numpy(np.float64), t["base_correct"].to_numpy(np.float64)
     for tg in TARGETS:
         for k in KINDS:
             p = t[f"{tg}_{k}_p"].to_numpy(np.float64)

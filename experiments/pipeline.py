@@ -37,6 +37,9 @@ def load(settings: StudyConfig, mesh: str | None = None):
     else:
         cfg, params, tokenizer = jaxkn.load_model(settings.model)
         name = str(Path(settings.model).resolve())
+    if tokenizer is None:
+        raise ValueError(f"the model at {settings.model} has no tokenizer (tokenizer.json + tokenizer_config.json); "
+                         f"the study needs one to write prompts: save it beside the weights")
     if mesh:
         from jaxkn.sharding import make_mesh, parse_mesh, shard_params
 
@@ -69,15 +72,16 @@ def run_filter(rt, store: ResultStore, items: Sequence) -> tuple[list, dict]:
     gen = greedy_generate_fn(rt.cfg, rt.params, rt.tokenizer, max_new_tokens=s.answer_tokens,
                              batch_size=s.batch_size)
     bar = _bar(s.limit, "filter (items kept)", min(len(state["kept"]), s.limit))
-    while len(state["kept"]) < s.limit and state["screened"] < len(items):
+    budget = min(len(items), s.screen * s.limit)
+    while len(state["kept"]) < s.limit and state["screened"] < budget:
         need = s.limit - len(state["kept"])
-        chunk = [items[i] for i in order[state["screened"]: state["screened"] + max(2 * need, s.batch_size)]]
-        result = filter_stage(rt, chunk, cache, gen)
-        cache = result.cache
-        for pair, c in result.pairs.items():
+        stop = min(budget, state["screened"] + max(4 * need, 2 * s.batch_size))
+        chunk = [items[i] for i in order[state["screened"]: stop]]
+        kept, pairs, cache = filter_stage(rt, chunk, cache, gen)
+        for pair, c in pairs.items():
             old = state["pairs"].setdefault(pair, {"kept": 0, "total": 0})
             old["kept"], old["total"] = old["kept"] + c["kept"], old["total"] + c["total"]
-        state["kept"] += [it.case_id for it in result.kept]
+        state["kept"] += [it.case_id for it in kept]
         state["screened"] += len(chunk)
         store.write("filter_cache.json", cache)
         store.write("filter.json", state)

@@ -83,7 +83,8 @@ def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: d
             "score": "relative score R (METHOD §5); the paper's mean activation is in items.csv (*_paper)",
             "conflict_statement": "'Q: <hop query>\\nA: <counterfactual>' placed between the exemplars and the question",
             "interventions": f"factors x{settings.enhance} / x{settings.suppress} at the predicting position "
-                             f"(decode mode {settings.decode_mode!r}); P(answer) = teacher-forced joint probability",
+                             f"(decode mode {settings.decode_mode!r}); P(answer) = P(first answer token | prompt) at the "
+                             f"intervened predicting position; all conditions decode in one batch",
         },
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "numbers": numbers,

@@ -69,7 +69,7 @@ def _cot(n: dict, v: dict, s: dict) -> list[str]:
 def _interventions(n: dict, v: dict, s: dict) -> list[str]:
     iv = n["interventions"]
     lines = ["## Claim 4: enhancing knowledge neurons helps, suppressing hurts", "",
-             f"Change of P(answer) (teacher-forced, joint over answer tokens) and of accuracy, against no "
+             f"Change of P(answer) (probability of the first answer token) and of accuracy, against no "
              f"intervention; enhance = x{s['enhance']}, suppress = x{s['suppress']}.", "",
              "| neurons | intervention | change of P(answer) | change of accuracy | verdict |", "|---|---|---|---|---|"]
     for t in TARGETS:

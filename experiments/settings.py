@@ -16,7 +16,7 @@ import json
 COT_SETTINGS = ("none", "zero_shot", "few_shot")
 SUMMARIES = ("max", "mean")
 # Settings that do not change any per-item result (see the module docstring).
-_NOT_FINGERPRINTED = ("limit", "bootstrap", "tau", "seed_bootstrap")
+_NOT_FINGERPRINTED = ("limit", "screen", "bootstrap", "tau", "seed_bootstrap")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -27,6 +27,8 @@ class StudyConfig:
       model: the model path (jaxkn checkpoint folder, HF folder or .gguf), or None for the embedded SmolLM2.
       dataset: a TFRKN / MQuAKE / jaxkn-built file, or None for the built-in dataset.
       limit: items to study after the filter (METHOD §6: `--limit` counts items after the filter).
+      screen: at most `screen * limit` candidates are screened by the filter (a model that knows little
+        would otherwise screen the whole dataset).
       cot: the CoT settings to run ("none", "zero_shot", "few_shot"); "none" is always included.
       seed: seeds the random control sets, the counterfactual choices and the bootstrap.
       threshold_t: coarse KNs: Attr > t * max (METHOD §4).
@@ -48,6 +50,7 @@ class StudyConfig:
     model: str | None = None
     dataset: str | None = None
     limit: int = 40
+    screen: int = 25
     cot: tuple[str, ...] = COT_SETTINGS
     seed: int = 0
     threshold_t: float = 0.2
@@ -76,6 +79,7 @@ class StudyConfig:
         object.__setattr__(self, "cot", cot)
         checks = (
             (self.limit >= 1, f"limit must be >= 1, got {self.limit}"),
+            (self.screen >= 1, f"screen must be >= 1, got {self.screen}"),
             (0 < self.threshold_t <= 1, f"t must be in (0, 1], got {self.threshold_t}"),
             (0 < self.share_p <= 1, f"p must be in (0, 1], got {self.share_p}"),
             (self.tau > 0, f"tau must be positive, got {self.tau}"),

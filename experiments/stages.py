@@ -27,9 +27,10 @@ import numpy as np
 from jaxkn.attribution import AttributionConfig, answer_token_ids, attribute_ids
 from jaxkn.data import PromptStyle, TwoHopItem, filter_known, format_prompt, is_correct
 from jaxkn.data.judge import extract_answer
-from jaxkn.interventions import Intervention, answer_probability, random_neurons, scale_neurons, stack, sweep
+from jaxkn.interventions import random_neurons
 from jaxkn.recall import generated_activations, kn_score, relative_score, site_activations
 from jaxkn.data.prompts import COT_STYLES
+from jaxkn.experiments.conditions import decode_conditions
 from jaxkn.experiments.settings import StudyConfig
 
 HOPS = (1, 2)
@@ -74,10 +75,22 @@ def known_threshold(settings: StudyConfig) -> int:
 
 
 def filter_stage(rt: Runtime, candidates: Sequence[TwoHopItem], cache: dict, generate_fn):
-    """`filter_known` over `candidates` with the study's settings; returns the FilterResult."""
-    return filter_known(candidates, generate_fn, k=known_threshold(rt.settings), cache=cache,
-                        max_queries=rt.settings.queries_per_hop, competitors=rt.competitors,
-                        batch_size=rt.settings.batch_size)
+    """`filter_known` over `candidates` with the study's settings; returns (kept items, pair counts, cache).
+
+    Two passes with one shared generation cache: the first query of each hop screens (most items of a large
+    dataset fail there, at a quarter of the cost), then the hop's first `queries_per_hop` queries decide.
+    """
+    common = dict(competitors=rt.competitors, batch_size=rt.settings.batch_size)
+    screen = filter_known(candidates, generate_fn, k=1, cache=cache, max_queries=1, **common)
+    final = filter_known(screen.kept, generate_fn, k=known_threshold(rt.settings), cache=screen.cache,
+                         max_queries=rt.settings.queries_per_hop, **common)
+    kept = {it.case_id for it in final.kept}
+    pairs: dict[str, dict[str, int]] = {}
+    for it in candidates:
+        c = pairs.setdefault(f"{it.two_hop_id[0][1]}->{it.two_hop_id[1][1]}", {"kept": 0, "total": 0})
+        c["total"] += 1
+        c["kept"] += int(it.case_id in kept)
+    return final.kept, pairs, final.cache
 
 
 # ---- stage 2: a fact's knowledge neurons --------------------------------------------------------------
@@ -114,6 +127,32 @@ def _loo_level(acts: np.ndarray, sets: list[np.ndarray], paper: bool = False) ->
     return per_query, (float(np.mean(vals)) if vals else None)
 
 
+def attribute_queries(rt: Runtime, prompts: list[list[int]], answers: list[list[int]]):
+    """Attributions of each query's answer, [n, L, F], with P(gold) and the largest completeness error.
+
+    Answer token k of query j is its own row, prompt + y_<k with target y_k (the teacher-forced position of
+    METHOD §2); a query's score is the mean over its K rows, which is exactly what one row with K answer slots
+    gives. Rows go in fixed batches of `queries_per_hop` (the last one padded by repeating a row) with one
+    answer slot each, so the compiled shape does not depend on how many tokens an answer has.
+    """
+    rows = [(j, p + a[:k], [a[k]]) for j, (p, a) in enumerate(zip(prompts, answers)) for k in range(len(a))]
+    width = rt.settings.queries_per_hop
+    scores = np.zeros((len(prompts), rt.cfg.n_layers, rt.cfg.d_ff))
+    prob, error = np.zeros(len(prompts)), 0.0
+    for start in range(0, len(rows), width):
+        chunk = rows[start: start + width]
+        padded = chunk + [chunk[0]] * (width - len(chunk))
+        attr = attribute_ids(rt.params, rt.cfg, [r[1] for r in padded], [r[2] for r in padded],
+                             attribution_config(rt.settings))
+        got, p_actual = np.asarray(attr.scores, np.float64), np.asarray(attr.prob_actual)[:, 0]
+        error = max(error, float(np.asarray(attr.completeness_error)[: len(chunk)].max()))
+        for b, (j, row_prompt, _) in enumerate(chunk):
+            scores[j] += got[b] / len(answers[j])
+            if len(row_prompt) == len(prompts[j]):
+                prob[j] = p_actual[b]  # the row of the first answer token
+    return scores, prob, error
+
+
 def fact_stage(rt: Runtime, hop, fact_seed: int) -> dict:
     """Knowledge neurons and single-hop levels of one fact (hop), with the random control beside them."""
     s = rt.settings
@@ -121,38 +160,27 @@ def fact_stage(rt: Runtime, hop, fact_seed: int) -> dict:
     style = rt.styles["none"]
     pairs = [answer_token_ids(rt.tokenizer, format_prompt(q, style), hop.answer) for q in queries]
     prompts, answers = [p for p, _ in pairs], [a for _, a in pairs]
-    attr = attribute_ids(rt.params, rt.cfg, prompts, answers, attribution_config(s))
-    scores = np.asarray(attr.scores, np.float64)  # [n, L, F]
+    scores, prob_first, completeness = attribute_queries(rt, prompts, answers)  # scores [n, L, F]
     peak = scores.reshape(len(queries), -1).max(axis=1)
     coarse = scores > s.threshold_t * peak[:, None, None]
     neurons = refine(coarse, s.share_p)
     loo = [refine(np.delete(coarse, j, axis=0), s.share_p) for j in range(len(queries))]
     acts = np.asarray(site_activations(rt.params, rt.cfg, prompts, site=s.site), np.float64)  # [n, L, F]
-    shape = _Shape(rt.cfg.n_layers, rt.cfg.d_ff)
-    rand = random_neurons(neurons, shape, (s.seed, fact_seed)) if len(neurons) else np.zeros((0, 2), int)
-    rand_loo = [random_neurons(o, shape, (s.seed, fact_seed, j)) if len(o) else o for j, o in enumerate(loo)]
+    rand = random_neurons(neurons, rt.cfg, (s.seed, fact_seed)) if len(neurons) else np.zeros((0, 2), int)
+    rand_loo = [random_neurons(o, rt.cfg, (s.seed, fact_seed, j)) if len(o) else o for j, o in enumerate(loo)]
     abar = acts.mean(axis=0)
     result = dict(
         queries=queries, answer=hop.answer, triple=list(hop.triple_id), label=list(hop.triple_label),
         neurons=_pairs(neurons), random=_pairs(rand), loo_sizes=[len(o) for o in loo],
         coarse_sizes=[int(c.sum()) for c in coarse],
         abar=[float(abar[l, i]) for l, i in neurons], abar_random=[float(abar[l, i]) for l, i in rand],
-        prob_answer=[float(p) for p in np.asarray(attr.prob_actual)[:, 0]],
-        completeness_error_max=float(np.asarray(attr.completeness_error).max()),
+        prob_first_token=[float(p) for p in prob_first], completeness_error_max=completeness,
     )
     for name, sets in (("kn", loo), ("random", rand_loo)):
         per_query, level = _loo_level(acts, sets)
         result[f"single_{name}"], result[f"single_{name}_per_query"] = level, per_query
         result[f"single_{name}_paper"] = _loo_level(acts, sets, paper=True)[1]
     return result
-
-
-@dataclasses.dataclass(frozen=True)
-class _Shape:
-    """The two config fields `random_neurons` reads."""
-
-    n_layers: int
-    d_ff: int
 
 
 # ---- stage 3: one chunk of items --------------------------------------------------------------------
@@ -244,28 +272,33 @@ def _target_set(facts: dict, target: str, which: str) -> np.ndarray | None:
     return np.unique(np.concatenate(sets), axis=0)
 
 
+CONDITIONS = tuple(f"{t}/{p}{k}" for t in TARGETS for p in ("", "random_") for k in ("enhance", "suppress"))
+
+
 def intervention_stage(rt: Runtime, item: TwoHopItem, facts: dict) -> dict:
-    """P(answer) and the direct answer's correctness under each intervention (METHOD §6.3), for one item."""
+    """P(first answer token) and the direct answer under each intervention (METHOD §6.3), for one item.
+
+    All conditions decode in one batch (`experiments.conditions`): row 0 is the unscaled model, then a fixed
+    list of conditions (a condition whose hop has no knowledge neurons keeps factor 1 and is not reported), so
+    compiled shapes do not depend on the item.
+    """
     s = rt.settings
-    prompt = rt.encode(format_prompt(item.two_hop, rt.styles["none"]))
-    _, target = answer_token_ids(rt.tokenizer, format_prompt(item.two_hop, rt.styles["none"]), item.answer)
-    conditions: dict[str, Intervention] = {}
-    for tgt in TARGETS:
-        for which, prefix in (("neurons", ""), ("random", "random_")):
-            omega = _target_set(facts, tgt, which)
-            if omega is None:
-                continue
-            for kind, factor in (("enhance", s.enhance), ("suppress", s.suppress)):
-                conditions[f"{tgt}/{prefix}{kind}"] = scale_neurons(omega, factor, rt.cfg, site=s.site)
-    base = answer_probability(rt.params, rt.cfg, prompt, target)
-    out = {"base": {"p_first": float(base.first), "p_joint": float(base.joint)}}
-    if not conditions:
-        return out
-    probs = sweep(rt.params, rt.cfg, prompt, target, stack(list(conditions.values())))
-    for n, (name, iv) in enumerate(conditions.items()):
-        text = direct_answers(rt, [prompt], iv)[0]
-        out[name] = {"p_first": float(probs.first[n]), "p_joint": float(probs.joint[n]), "answer_text": text,
-                     "correct": _judge(rt, item, text, False)}
+    text = format_prompt(item.two_hop, rt.styles["none"])
+    prompt, target = answer_token_ids(rt.tokenizer, text, item.answer)
+    factors = np.ones((1 + len(CONDITIONS), rt.cfg.n_layers, rt.cfg.d_ff), np.float32)
+    present = []
+    for n, name in enumerate(CONDITIONS, start=1):
+        tgt, kind = name.split("/")
+        omega = _target_set(facts, tgt, "random" if kind.startswith("random_") else "neurons")
+        if omega is not None:
+            factors[n, omega[:, 0], omega[:, 1]] = s.enhance if kind.endswith("enhance") else s.suppress
+            present.append((n, name))
+    tokens, p_first = decode_conditions(rt.params, rt.cfg, prompt, factors, s.answer_tokens, stop_ids=rt.stop_ids,
+                                        site=s.site, mode=s.decode_mode, first_target=target[0])
+    texts = [rt.decode(row) for row in tokens]
+    out = {"base": {"p_first": float(p_first[0]), "answer_text": texts[0], "correct": _judge(rt, item, texts[0], False)}}
+    for n, name in present:
+        out[name] = {"p_first": float(p_first[n]), "answer_text": texts[n], "correct": _judge(rt, item, texts[n], False)}
     return out
 
 

@@ -30,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
                                     "file (default: the embedded SmolLM2-135M-Instruct)")
     a("--dataset", default=None, help="TFRKN.json, a jaxkn-built file or an MQuAKE file (default: built-in)")
     a("--limit", type=int, default=d.limit, help=f"items to study, counted after the filter (default {d.limit})")
+    a("--screen", type=int, default=d.screen, help=f"screen at most SCREEN x LIMIT candidates (default {d.screen})")
     a("--cot", default=",".join(d.cot), help=f"comma-separated CoT settings from {COT_SETTINGS}; 'none' always "
                                               f"runs (default: all three)")
     a("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT}/)")
@@ -61,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args) -> StudyConfig:
     return StudyConfig(
-        model=args.model, dataset=args.dataset, limit=args.limit, seed=args.seed,
+        model=args.model, dataset=args.dataset, limit=args.limit, screen=args.screen, seed=args.seed,
         cot=tuple(c.strip() for c in args.cot.split(",") if c.strip()), threshold_t=args.t, share_p=args.p,
         tau=args.tau, site=args.site, baseline=args.baseline, steps=args.steps, quadrature=args.quadrature,
         queries_per_hop=args.queries_per_hop, cot_summary=args.cot_summary, answer_tokens=args.answer_tokens,

@@ -1,0 +1,179 @@
+"""The two-hop study end to end through its CLI: a --limit 5 smoke run on SmolLM2, resume after SIGKILL, and
+the same command on a tiny random LLaMA checkpoint folder.
+
+Settings are reduced where that proves the same thing (2 paraphrases per hop, 2 integration points, short CoT):
+the code paths are the default run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxkn.experiments import two_hop
+from jaxkn.experiments.analysis import outcome_numbers, recall_numbers
+from jaxkn.experiments.settings import StudyConfig
+from jaxkn.experiments.store import ResultsFolderError, ResultStore
+
+FAST = ["--queries-per-hop", "2", "--steps", "2", "--cot-tokens", "8", "--answer-tokens", "5", "--bootstrap", "50",
+        "--batch-size", "8"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, smollm2):
+    out = tmp_path_factory.mktemp("smoke")
+    assert two_hop.main(["--limit", "5", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def _settings(out: Path) -> StudyConfig:
+    s = json.loads((out / "summary.json").read_text())["settings"]
+    return StudyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
+
+
+@pytest.mark.slow
+def test_smoke_run_accounts_for_every_item(smoke_run):
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    table = pd.read_csv(smoke_run / "items.csv")
+    items = sorted(p.stem for p in (smoke_run / "items").glob("*.json"))
+    assert len(table) == summary["numbers"]["n_items"] == summary["filter"]["studied"] == len(items) == 5
+    assert sorted(map(str, table["case_id"])) == items
+    for name in ("report.md", "figures/kn_scores.png", "figures/outcomes.png", "figures/interventions.png",
+                 "figures/conflict.png", "figures/tau_curve.png"):
+        assert (smoke_run / name).stat().st_size > 0, name
+    report = (smoke_run / "report.md").read_text()
+    for claim in range(1, 6):
+        assert f"## Claim {claim}" in report
+    # every setting is recorded, and the headline numbers are recomputable from the CSV alone
+    assert summary["settings"]["steps"] == 2 and summary["settings"]["threshold_t"] == 0.2
+    s = _settings(smoke_run)
+    recall = recall_numbers(table, s)
+    assert recall["drop"] == summary["numbers"]["recall"]["drop"]
+    assert outcome_numbers(table, s)["table"] == summary["numbers"]["outcomes"]["table"]
+    outcomes = summary["numbers"]["outcomes"]
+    assert sum(sum(v.values()) for v in outcomes["table"].values()) == outcomes["n_defined"]
+    assert outcomes["n_defined"] + outcomes["n_undefined"] == 5
+
+
+@pytest.mark.slow
+def test_rerun_without_resume_is_refused(smoke_run):
+    with pytest.raises(ResultsFolderError, match="--resume"):
+        ResultStore(smoke_run, json.loads((smoke_run / "run.json").read_text())["fingerprint"], "x", resume=False)
+    with pytest.raises(ResultsFolderError, match="other settings"):
+        ResultStore(smoke_run, "another-fingerprint", "x", resume=True)
+
+
+def _cli(out: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "jaxkn.experiments.two_hop", "--limit", "5", "--out", str(out),
+                             *FAST, "--batch-size", "2", *extra], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _item_files(out: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / "items").glob("*.json")} if (out / "items").is_dir() else {}
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_recomputes_nothing_and_matches(smoke_run, tmp_path):
+    out = tmp_path / "killed"
+    proc = _cli(out)
+    deadline = time.time() + 400
+    while len(_item_files(out)) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.stdout.read()[-3000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _item_files(out)
+    facts_before = {p.name: p.stat().st_mtime_ns for p in (out / "facts").glob("*.json")}
+    assert 2 <= len(before) < 5
+    assert not list(out.rglob("*.tmp")) or all(p.name.startswith(".") for p in out.rglob("*.tmp"))
+    done = _cli(out, "--resume")
+    log = done.communicate(timeout=600)[0]
+    assert done.returncode == 0, log[-3000:]
+    after = _item_files(out)
+    assert len(after) == 5
+    assert all(after[name] == t for name, t in before.items())  # nothing done was recomputed
+    assert all((out / "facts" / n).stat().st_mtime_ns == t for n, t in facts_before.items())
+    for name in after:  # the same results as the uninterrupted run (batching differs: float32 tolerance)
+        _assert_same(json.loads((out / "items" / name).read_text()),
+                     json.loads((smoke_run / "items" / name).read_text()))
+
+
+def _assert_same(a, b, path="item"):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_same(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert np.isclose(a, b, rtol=1e-3, atol=1e-5), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, smollm2):
+    """A tiny random LLaMA saved as an HF folder, with SmolLM2's tokenizer (so its vocabulary size)."""
+    import transformers
+
+    _, _, tokenizer = smollm2
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=48,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=512, eos_token_id=tokenizer.eos_id,
+                                      bos_token_id=tokenizer.bos_id, pad_token_id=tokenizer.eos_id)
+    import torch
+
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
+    tokenizer.save(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_same_command_on_a_tiny_llama_checkpoint(tiny_checkpoint, tmp_path):
+    out = tmp_path / "tiny"
+    code = two_hop.main(["--model", str(tiny_checkpoint), "--limit", "2", "--out", str(out), *FAST])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_id"].startswith(str(tiny_checkpoint.resolve()))
+    assert summary["filter"]["studied"] == len(list((out / "items").glob("*.json"))) if (out / "items").is_dir() \
+        else summary["filter"]["studied"] == 0
+    report = (out / "report.md").read_text()
+    if summary["filter"]["studied"] == 0:  # a random model knows no fact: the report says so plainly
+        assert "No item passed the filter" in report
+
+
+@pytest.mark.parametrize("mode", ["last", "cached"])
+def test_batched_conditions_decode_like_generate_per_condition(tiny_models, mode):
+    """Row n of `decode_conditions` is what `jaxkn.generate.generate` gives under factor n alone."""
+    from jaxkn.experiments.conditions import decode_conditions
+    from jaxkn.generate import generate
+
+    _, cfg, params = tiny_models["llama2"]
+    rng = np.random.default_rng(0)
+    prompt = [int(t) for t in rng.integers(1, cfg.vocab_size, size=11)]
+    factors = np.ones((3, cfg.n_layers, cfg.d_ff), np.float32)
+    factors[1, :, :8] = 0.0
+    factors[2, 1, 5:20] = 4.0
+    tokens, p_first = decode_conditions(params, cfg, prompt, factors, 6, mode=mode, first_target=7)
+    for n in range(3):
+        ref = generate(params, cfg, [prompt], 6, scale=None if n == 0 else factors[n], mode=mode)
+        np.testing.assert_array_equal(tokens[n], np.asarray(ref.tokens)[0])
+    with pytest.raises(ValueError, match="not supported"):
+        decode_conditions(params, cfg, prompt, factors, 2, mode="all")
+    assert p_first.shape == (3,) and np.all((p_first > 0) & (p_first < 1))
