@@ -175,3 +175,35 @@ def test_bad_inputs_are_named(tiny_models):
         iv.generate_under(params, cfg, [PROMPT], 2, iv.suppress(NEURONS, cfg, positions=np.ones(3)))
     with pytest.raises(ValueError, match="no tokens"):
         iv.answer_probability(params, cfg, PROMPT, [])
+
+
+SHOTS = ("Q: What is the capital of Spain?\nA: Madrid\nQ: Who wrote Hamlet?\nA: William Shakespeare\n"
+         "Q: What is the chemical symbol of gold?\nA: Au\n")  # METHOD §6.4 style; none is a test fact
+FACTS = [("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo"),
+         ("What is the capital of Italy?", "Rome")]
+
+
+def test_smollm2_suppressing_knowledge_neurons_beats_a_random_control(smollm2):
+    """Coarse KNs (METHOD §4, t = 0.2) of each fact's 3-shot prompt, suppressed x0 at the last position, lower
+    P(gold) more than a seeded random set with the same count per layer. Measured with this config: KN drops
+    0.71, 0.67, 0.51 (P 0.97 -> 0.26, 0.67 -> 0.001, 0.51 -> 0.003; 6, 12, 10 neurons); control drops 0.00,
+    0.05, 0.00. (Left Riemann m = 20 gives other coarse sets and drops 0.83, 0.67, 0.51.)"""
+    from jaxkn.attribution import AttributionConfig, answer_token_ids, attribute
+
+    cfg, params, tok = smollm2
+    prompts = [SHOTS + f"Q: {q}\nA:" for q, _ in FACTS]
+    # Gauss-Legendre with 6 points: the same integral as m = 20 Riemann for a third of the test's time.
+    config = AttributionConfig(quadrature="gauss_legendre", steps=6)
+    scores = np.asarray(attribute(params, cfg, tok, prompts, [a for _, a in FACTS], config).scores)
+    kn_drops, control_drops = [], []
+    for b, (_, answer) in enumerate(FACTS):
+        prompt, gold = answer_token_ids(tok, prompts[b], answer)
+        neurons = np.argwhere(scores[b] > 0.2 * scores[b].max())
+        control = iv.random_neurons(neurons, cfg, seed=b)
+        before = float(iv.answer_probability(params, cfg, prompt, gold[:1]).first)
+        assert before > 0.3, f"SmolLM2 should know {answer!r} (P = {before:.3f})"
+        after = np.asarray(iv.sweep_sets(params, cfg, prompt, gold[:1], [neurons, control], 0.0).first)
+        kn_drops.append(before - after[0])
+        control_drops.append(before - after[1])
+    print(f"P(gold) drop, knowledge neurons: {np.round(kn_drops, 3)}; random control: {np.round(control_drops, 3)}")
+    assert np.mean(kn_drops) > np.mean(control_drops) + 0.1
