@@ -9,6 +9,10 @@ from jaxkn.model import ContextLengthError, ForwardOutput, forward, init_params,
 from jaxkn.site import SiteEdit, scale_edit
 from jaxkn.loading import load_default_model, load_model
 from jaxkn.tokenizer import Tokenizer
+from jaxkn.interventions import (Intervention, answer_probability, compose, enhance, random_control,
+                                 scale_neurons, suppress, sweep_factors, sweep_sets)
+from jaxkn.recall import kn_score, relative_score, site_activations
+from jaxkn.edits import edit_toward_token, erase_neurons
 
 __version__ = "0.1.0"
 
@@ -16,4 +20,7 @@ __all__ = [
     "ModelConfig", "RopeScaling", "UnsupportedConfigError", "ContextLengthError", "ForwardOutput", "forward",
     "init_params", "param_shapes", "summarize", "SiteEdit", "scale_edit",
     "load_model", "load_default_model", "Tokenizer",
+    "Intervention", "answer_probability", "compose", "enhance", "random_control", "scale_neurons", "suppress",
+    "sweep_factors", "sweep_sets", "kn_score", "relative_score", "site_activations", "edit_toward_token",
+    "erase_neurons",
 ]
