@@ -186,8 +186,12 @@ def shard_batch(batch: Any, mesh: Mesh) -> tuple[Any, int]:
 
 
 def unpad(result: Any, n_rows: int) -> Any:
-    """Drops the padding rows `shard_batch` added (leading axis) and brings results to the host as numpy."""
-    return jax.tree_util.tree_map(lambda a: np.asarray(a)[:n_rows], result)
+    """Drops the padding rows `shard_batch` added (leading axis) and brings results to the host as numpy
+    (gathering shards other processes hold when the mesh spans hosts)."""
+    from jaxkn.distributed import to_host
+
+    return jax.tree_util.tree_map(lambda a: (to_host(a) if isinstance(a, jax.Array) else np.asarray(a))[:n_rows],
+                                  result)
 
 
 def run_sharded(fn, params: Params, batch: Any, *args, mesh: Mesh, **kwargs) -> Any:
