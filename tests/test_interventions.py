@@ -93,6 +93,25 @@ def test_factor_one_is_bitwise_noop(tiny):
     np.testing.assert_array_equal(np.asarray(before.per_token), np.asarray(after.per_token))
 
 
+def test_explicit_position_masks(tiny_models):
+    _, cfg, params = tiny_models["llama3"]
+    tokens = np.asarray([PROMPT])
+    valid = np.ones_like(tokens, bool)
+
+    def logits(positions):
+        return np.asarray(forward(params, tokens, cfg, edits=iv.site_edits(
+            iv.enhance(NEURONS, cfg, positions=positions), valid)).logits)
+
+    np.testing.assert_array_equal(logits(np.ones(7)), logits("all"))
+    np.testing.assert_array_equal(logits(np.eye(7)[-1]), logits("last"))
+    np.testing.assert_array_equal(logits(np.ones(3)), logits(np.r_[np.ones(3), np.zeros(4)]))  # shorter: padded
+    swept = iv.sweep_factors(params, cfg, PROMPT, TARGET[:1], NEURONS, [0.0, 2.0], positions=np.ones(4))
+    one = iv.answer_probability(params, cfg, PROMPT, TARGET[:1], iv.enhance(NEURONS, cfg, positions=np.ones(4)))
+    np.testing.assert_allclose(float(swept.first[1]), float(one.first), rtol=1e-6)
+    with pytest.raises(ValueError, match="covers 9 positions"):
+        iv.site_edits(iv.enhance(NEURONS, cfg, positions=np.ones(9)), valid)
+
+
 def test_random_control_counts_and_seed(tiny_models):
     _, cfg, _ = tiny_models["llama2"]
     counts = iv.per_layer_counts(NEURONS, cfg.n_layers, cfg.d_ff)
