@@ -40,6 +40,8 @@ _LANGUAGE_NAMES = {"ell": "Greek", "ton": "Tongan"}
 _EXTRA_COUNTRY_ALIASES = {"GB": ("UK", "Britain", "Great Britain"), "US": ("America", "USA")}
 # Capitals renamed since the data were written: iso -> (current name, old name kept as alias).
 _CAPITAL_RENAMED = {"KZ": ("Astana", "Nur-Sultan")}
+# Spellings in wide English use that neither source lists.
+_CAPITAL_ALIASES = {"UA": ("Kiev",)}
 # Country codes kept as aliases because people write them in prose; other 2-3 letter codes are dropped.
 _KEEP_CODES = {"USA", "UK", "UAE", "DRC"}
 _DISTRICT_KM = 20.0  # a place this close to a more populous one is taken for its district or suburb
@@ -157,7 +159,8 @@ def _capitals(countries: dict, country_ents: dict[str, Entity], by_country: dict
         # Prefer the city table's spelling (it keeps accents: "Brasília"); the judge folds accents anyway.
         ent = _city_entity(match[0]) if match else Entity(id=f"capital:{iso}", name=capital)
         other = spellings.get(iso)
-        out[iso] = Entity(id=ent.id, name=ent.name, aliases=_clean_aliases(ent.name, [capital, other or ""]))
+        out[iso] = Entity(id=ent.id, name=ent.name,
+                          aliases=_clean_aliases(ent.name, [capital, other or "", *_CAPITAL_ALIASES.get(iso, ())]))
     return out
 
 
