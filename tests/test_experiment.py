@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,13 @@ def _item_files(out: Path) -> dict[str, float]:
 @pytest.mark.slow
 def test_resume_after_sigkill_recomputes_nothing_and_matches(smoke_run, tmp_path):
     out = tmp_path / "killed"
+    # Start from the smoke run's filter and fact files (valid here: the fact cache key holds every attribution
+    # setting), so the subprocess spends its time in the per-item stage, where it is killed.
+    (out / "facts").mkdir(parents=True)
+    for name in ("filter.json", "filter_cache.json"):
+        shutil.copy(smoke_run / name, out / name)
+    for fact in (smoke_run / "facts").glob("*.json"):
+        shutil.copy(fact, out / "facts" / fact.name)
     proc = _cli(out)
     deadline = time.time() + 400
     while len(_item_files(out)) < 2 and proc.poll() is None and time.time() < deadline:
