@@ -198,31 +198,33 @@ def test_bad_inputs_are_named(tiny_models):
 
 SHOTS = ("Q: What is the capital of Spain?\nA: Madrid\nQ: Who wrote Hamlet?\nA: William Shakespeare\n"
          "Q: What is the chemical symbol of gold?\nA: Au\n")  # METHOD §6.4 style; none is a test fact
-FACTS = [("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo"),
-         ("What is the capital of Italy?", "Rome")]
+FACTS = [([f"What is the capital of {c}?", f"Which city is the capital of {c}?", f"{c}'s capital is which city?"], a)
+         for c, a in (("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"))]
 
 
 def test_smollm2_suppressing_knowledge_neurons_beats_a_random_control(smollm2):
-    """Coarse KNs (METHOD §4, t = 0.2) of each fact's 3-shot prompt, suppressed x0 at the last position, lower
-    P(gold) more than a seeded random set with the same count per layer. Measured with this config: KN drops
-    0.71, 0.67, 0.51 (P 0.97 -> 0.26, 0.67 -> 0.001, 0.51 -> 0.003; 6, 12, 10 neurons); control drops 0.00,
-    0.05, 0.00. (Left Riemann m = 20 gives other coarse sets and drops 0.83, 0.67, 0.51.)"""
-    from jaxkn.attribution import AttributionConfig, answer_token_ids, attribute
+    """Refined KNs (METHOD §4: coarse t = 0.2 in >= half of 3 paraphrases) of three facts, suppressed x0 at the
+    last position, lower P(gold) more than a seeded random set with the same count per layer, on each
+    paraphrase. Measured: 4, 9, 8 refined neurons; mean drops per fact 0.43, 0.81, 0.62 (e.g. P 0.97 -> 0.42,
+    0.67 -> 0.011, 0.51 -> 0.007 on the first paraphrases); random control drops within +-0.01."""
+    from jaxkn.attribution import AttributionConfig, answer_token_ids
+    from jaxkn.neurons import KnowledgeNeurons
 
     cfg, params, tok = smollm2
-    prompts = [SHOTS + f"Q: {q}\nA:" for q, _ in FACTS]
     # Gauss-Legendre with 6 points: the same integral as m = 20 Riemann for a third of the test's time.
-    config = AttributionConfig(quadrature="gauss_legendre", steps=6)
-    scores = np.asarray(attribute(params, cfg, tok, prompts, [a for _, a in FACTS], config).scores)
+    finder = KnowledgeNeurons(cfg, params, tok, AttributionConfig(quadrature="gauss_legendre", steps=6))
     kn_drops, control_drops = [], []
-    for b, (_, answer) in enumerate(FACTS):
-        prompt, gold = answer_token_ids(tok, prompts[b], answer)
-        neurons = np.argwhere(scores[b] > 0.2 * scores[b].max())
-        control = iv.random_neurons(neurons, cfg, seed=b)
-        before = float(iv.answer_probability(params, cfg, prompt, gold[:1]).first)
-        assert before > 0.3, f"SmolLM2 should know {answer!r} (P = {before:.3f})"
-        after = np.asarray(iv.sweep_sets(params, cfg, prompt, gold[:1], [neurons, control], 0.0).first)
-        kn_drops.append(before - after[0])
-        control_drops.append(before - after[1])
+    for f, (questions, answer) in enumerate(FACTS):
+        prompts = [SHOTS + f"Q: {q}\nA:" for q in questions]
+        neurons = finder.get_refined_neurons(prompts, answer)
+        assert neurons, f"no refined neuron for {answer!r}"
+        control = iv.random_neurons(neurons, cfg, seed=f)
+        for text in prompts:
+            prompt, gold = answer_token_ids(tok, text, answer)
+            before = float(iv.answer_probability(params, cfg, prompt, gold[:1]).first)
+            assert before > 0.3, f"SmolLM2 should know {answer!r} (P = {before:.3f})"
+            after = np.asarray(iv.sweep_sets(params, cfg, prompt, gold[:1], [neurons, control], 0.0).first)
+            kn_drops.append(before - after[0])
+            control_drops.append(before - after[1])
     print(f"P(gold) drop, knowledge neurons: {np.round(kn_drops, 3)}; random control: {np.round(control_drops, 3)}")
     assert np.mean(kn_drops) > np.mean(control_drops) + 0.1
