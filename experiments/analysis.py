@@ -107,6 +107,8 @@ def recall_numbers(t: pd.DataFrame, s: StudyConfig) -> dict:
                 if defined_r.any() else None for tau in TAUS]
         out["drop"][f"hop{h}"] = _ci(paired_difference_ci, level(t, "none", h, "max"), single, s=s)
         out["drop"][f"hop{h}_random"] = _ci(paired_difference_ci, level(t, "none", h, "max", True), single_r, s=s)
+        out["drop"][f"hop{h}_vs_random"] = _ci(
+            paired_difference_ci, level(t, "none", h, "max") - single, level(t, "none", h, "max", True) - single_r, s=s)
         for c in s.cot:
             if c == "none":
                 continue

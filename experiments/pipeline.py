@@ -163,7 +163,11 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
     facts = timed("facts", run_facts, rt, store, mine, settings.attribution_key(model_id))
     timed("items", run_items, rt, store, mine, facts, counterfactual_index(items))
     if distributed:
+        import jax
+
         _merge_hosts(store, mine, len(selected))
+        if jax.process_index() != 0:
+            return store.root / "report.md"  # process 0 writes the aggregate
     timings["total_this_session"] = time.time() - started
     report = write_report(store, settings, model_id=model_id, filter_state=filter_state, n_dataset=len(items),
                           selected=[it.case_id for it in selected], facts=facts, timings=timings)

@@ -41,6 +41,14 @@ def _direction(ci: dict | None, sign: int) -> str:
     return "inconclusive (the interval includes no effect)"
 
 
+def _against_control(effect: dict, beyond: dict, sign: int) -> str:
+    """The verdict of `effect`, qualified when the same effect is not shown beyond the random control."""
+    verdict = _direction(effect, sign)
+    if verdict == "reproduced" and _direction(beyond, sign) != "reproduced":
+        return "reproduced, but not beyond the random control"
+    return verdict
+
+
 def verdicts(n: dict) -> dict:
     """One verdict per claim (see module docstring), with the numbers it rests on."""
     r, o, iv, cf = n["recall"], n["outcomes"], n["interventions"], n["conflict"]
@@ -53,13 +61,16 @@ def verdicts(n: dict) -> dict:
         v2 = "not reproduced (estimate below one third)"
     cot_keys = [k for k in r["cot_change"] if k.endswith("_vs_random")]
     return {
-        "1_recall_drops": {h: _direction(r["drop"][f"hop{h}"], -1) for h in ("1", "2")},
+        "1_recall_drops": {h: _against_control(r["drop"][f"hop{h}"], r["drop"][f"hop{h}_vs_random"], -1)
+                           for h in ("1", "2")},
         "2_errors_with_recall_failure": v2,
         "3_cot_raises_recall": {k.replace("_vs_random", ""): _direction(r["cot_change"][k], +1) for k in cot_keys},
         "4_enhance_helps_suppress_hurts": {
-            t: {"enhance": _direction(iv[f"{t}/enhance"]["delta_p"], +1),
-                "suppress": _direction(iv[f"{t}/suppress"]["delta_p"], -1)} for t in TARGETS},
-        "5_conflict_raises_recall": {f"hop{h}": _direction(cf[f"hop{h}"]["change"], +1) for h in HOPS},
+            t: {k: _against_control(iv[f"{t}/{k}"]["delta_p"], iv[f"{t}/{k}_vs_random"]["delta_p"], sign)
+                for k, sign in (("enhance", +1), ("suppress", -1))} for t in TARGETS},
+        "5_conflict_raises_recall": {f"hop{h}": _against_control(cf[f"hop{h}"]["change"],
+                                                                 cf[f"hop{h}"]["change_vs_random"], +1)
+                                     for h in HOPS},
     }
 
 

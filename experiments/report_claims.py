@@ -10,11 +10,11 @@ def _recall_drop(n: dict, v: dict, s: dict) -> list[str]:
     r = n["recall"]
     lines = ["## Claim 1: recall drops in two-hop questions", "",
              "| hop | single-hop level (out of sample) | two-hop level (no CoT) | change | random control change |"
-             " verdict |", "|---|---|---|---|---|---|"]
+             " change beyond random | verdict |", "|---|---|---|---|---|---|---|"]
     for h in HOPS:
         lines.append(f"| {h} | {_fmt(r['levels'][f'hop{h}/single'])} | {_fmt(r['levels'][f'hop{h}/none'])} | "
                      f"{_fmt(r['drop'][f'hop{h}'])} | {_fmt(r['drop'][f'hop{h}_random'])} | "
-                     f"{v['1_recall_drops'][str(h)]} |")
+                     f"{_fmt(r['drop'][f'hop{h}_vs_random'])} | {v['1_recall_drops'][str(h)]} |")
     lines += ["", f"Share recalled at tau = {s['tau']} (no CoT): "
               + "; ".join(f"hop {h}: {_fmt(r['recalled_share'][f'hop{h}/none'], True)} (random "
                           f"{_fmt(r['recalled_share'][f'hop{h}/none_random'], True)})" for h in HOPS), ""]
@@ -102,7 +102,28 @@ def _figures(summary: dict) -> list[str]:
     return ["## Figures", ""] + [f"![{name}](figures/{name})" for name in summary.get("figures", [])] + [""]
 
 
+def _headlines(n: dict, v: dict, s: dict) -> list[str]:
+    r, o, iv, cf = n["recall"], n["outcomes"], n["interventions"], n["conflict"]
+    cot = [c for c in s["cot"] if c != "none"]
+    return [
+        "## The five claims at a glance", "",
+        "1. **Recall drops in two-hop questions** (two-hop minus single-hop level, no CoT): " + "; ".join(
+            f"hop {h} {_fmt(r['drop'][f'hop{h}'])}: {v['1_recall_drops'][str(h)]}" for h in HOPS) + ".",
+        f"2. **Over a third of reasoning errors come with a recall failure**: "
+        f"{_fmt(o['errors_with_recall_failure'], True)} of errors: {v['2_errors_with_recall_failure']}.",
+        "3. **CoT raises recall** (change of the level beyond the random control's change): " + "; ".join(
+            f"hop {h} {c} {_fmt(r['cot_change'][f'hop{h}/{c}_vs_random'])}: "
+            f"{v['3_cot_raises_recall'][f'hop{h}/{c}']}" for h in HOPS for c in cot) + ".",
+        "4. **Enhancing helps, suppressing hurts** (change of P(answer), both hops' neurons): "
+        f"enhance {_fmt(iv['both/enhance']['delta_p'])}: {v['4_enhance_helps_suppress_hurts']['both']['enhance']}; "
+        f"suppress {_fmt(iv['both/suppress']['delta_p'])}: {v['4_enhance_helps_suppress_hurts']['both']['suppress']}.",
+        "5. **Knowledge conflict raises recall of the true fact** (change of R with a counterfactual hop stated): "
+        + "; ".join(f"hop {h} {_fmt(cf[f'hop{h}']['change'])}: {v['5_conflict_raises_recall'][f'hop{h}']}"
+                    for h in HOPS) + ".", "",
+    ]
+
+
 def claim_sections(summary: dict) -> list[str]:
     n, v, s = summary["numbers"], summary["verdicts"], summary["settings"]
-    return (_recall_drop(n, v, s) + _errors(n, v) + _cot(n, v, s) + _interventions(n, v, s) + _conflict(n, v)
+    return (_headlines(n, v, s) + _recall_drop(n, v, s) + _errors(n, v) + _cot(n, v, s) + _interventions(n, v, s) + _conflict(n, v)
             + _figures(summary))
