@@ -62,15 +62,16 @@ def _bar(total: int, desc: str, initial: int = 0):
 
 def run_filter(rt, store: ResultStore, items: Sequence) -> tuple[list, dict]:
     """Stage 1 over seeded-shuffled candidates, in chunks, until `limit` items pass (state saved per chunk)."""
-    from jaxkn.data import greedy_generate_fn
+    from jaxkn.data import greedy_generate_fn, shared_prefix
 
     s = rt.settings
     order = np.random.default_rng(s.seed).permutation(len(items))
     state = store.read("filter.json") or {"screened": 0, "kept": [], "pairs": {}}
     cache = store.read("filter_cache.json") or {}
     by_id = {it.case_id: it for it in items}
+    # The 3-shot exemplars every query shares are computed once per batch (jaxkn.data.prefix_generate).
     gen = greedy_generate_fn(rt.cfg, rt.params, rt.tokenizer, max_new_tokens=s.answer_tokens,
-                             batch_size=s.batch_size)
+                             batch_size=s.batch_size, shared_prefix=shared_prefix(rt.styles["none"]) or None)
     bar = _bar(s.limit, "filter (items kept)", min(len(state["kept"]), s.limit))
     budget = min(len(items), s.screen * s.limit)
     while len(state["kept"]) < s.limit and state["screened"] < budget:
