@@ -216,7 +216,7 @@ def _cut_cot(rt: Runtime, tokens: Sequence[int]) -> int:
     ids = [int(t) for t in tokens if t >= 0]
     for k in range(1, len(ids) + 1):
         text = rt.decode(ids[:k])
-        if "\nQuestion:" in text or "\nQ:" in text or ("Answer:" in text and text.rstrip().endswith("\n\n")):
+        if "\nQuestion:" in text or "\nQ:" in text:
             return max(k - 1, 1)
     return max(len(ids), 1)
 
