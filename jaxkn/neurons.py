@@ -82,7 +82,7 @@ def adaptive_refine(facts_coarse_sets: Sequence[Sequence[Iterable[Neuron]]], p: 
         if low <= mean <= high:
             break
         # too many neurons: ask for more agreement; too few: ask for less
-        p = float(np.clip(p + step if mean > high else p - step, 0.0, 1.0))
+        p = round(float(np.clip(p + step if mean > high else p - step, 0.0, 1.0)), 10)  # no drift in p * n
         refined = refine_all(p)
     return p, refined
 
