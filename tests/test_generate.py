@@ -1,5 +1,8 @@
 """Greedy KV-cache decoding: equals uncached re-runs, HF `generate`, and is independent of batch composition."""
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from jaxkn.site import SiteEdit
 
 PROMPTS = [[5, 9, 13, 2, 7], [3, 1, 4, 1, 5, 9, 2, 6, 5, 3], [42]]
 N_NEW = 6
+RERUN_LEN = 24
 
 
 def rerun_greedy(params, cfg, prompt, n_new, scale=None, scaled="none"):
@@ -18,14 +22,23 @@ def rerun_greedy(params, cfg, prompt, n_new, scale=None, scaled="none"):
     tokens = list(prompt)
     for _ in range(n_new):
         t = len(tokens)
+        # Right-padded to one length, so every step reuses one compiled program.
+        row = np.zeros((1, RERUN_LEN), np.int32)
+        row[0, :t] = tokens
+        valid = np.arange(RERUN_LEN)[None] < t
         edits = None
         if scale is not None:
-            where = np.zeros((cfg.n_layers, 1, t, 1), np.float32)
-            where[:, :, -1 if scaled == "last" else slice(None)] = 1.0
+            where = np.zeros((cfg.n_layers, 1, RERUN_LEN, 1), np.float32)
+            where[:, :, t - 1 if scaled == "last" else slice(0, t)] = 1.0
             edits = SiteEdit(scale=scale[:, None, None, :], shift=None, where=jnp.asarray(where))
-        logits = forward(params, np.asarray([tokens]), cfg, edits=edits).logits
-        tokens.append(int(jnp.argmax(logits[0, -1])))
+        logits = _forward_at(params, row, valid, cfg, edits, np.asarray([[t - 1]]))
+        tokens.append(int(jnp.argmax(logits[0, 0])))
     return tokens[len(prompt):]
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def _forward_at(params, row, valid, cfg, edits, at):
+    return forward(params, row, cfg, valid=valid, edits=edits, logits_at=at).logits
 
 
 def test_cached_decoding_equals_rerunning_the_text(tiny):
