@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from jaxkn.experiments.settings import StudyConfig
 from jaxkn.experiments.stats import conditional_share_ci, mean_ci, paired_difference_ci, share_ci
 

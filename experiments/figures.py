@@ -11,7 +11,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
 from jaxkn.experiments.analysis import HOPS, PATTERNS, TARGETS, TAUS  # noqa: E402
 
 

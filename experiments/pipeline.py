@@ -15,16 +15,21 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
-
 from jaxkn.experiments.settings import StudyConfig
-from jaxkn.experiments.stages import counterfactual_index, fact_stage, filter_stage, item_stage, make_runtime
-from jaxkn.experiments.stages import stable_seed
+from jaxkn.experiments.stages import (
+    counterfactual_index,
+    fact_stage,
+    filter_stage,
+    item_stage,
+    make_runtime,
+    stable_seed,
+)
 from jaxkn.experiments.store import ResultStore, fact_key
+from tqdm import tqdm
 
 
 def load(settings: StudyConfig, mesh: str | None = None):
@@ -131,10 +136,10 @@ def run_items(rt, store: ResultStore, selected: Sequence, facts: dict, index: di
 def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, mesh: str | None = None,
               distributed: bool = False, log=print) -> Path:
     """Runs (or resumes) the study into `out` and returns the path of report.md."""
-    from jaxkn.runtime import enable_compilation_cache
-    from jaxkn.data import relation_answers
-
     from jaxkn.experiments.report import write_report
+
+    from jaxkn.data import relation_answers
+    from jaxkn.runtime import enable_compilation_cache
 
     enable_compilation_cache()
     started = time.time()

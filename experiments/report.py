@@ -9,12 +9,9 @@ over items, and a plain verdict: "reproduced" when the interval excludes no-effe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
-
-from jaxkn.experiments.analysis import HOPS, PATTERNS, TARGETS, analyse, item_table
+from jaxkn.experiments.analysis import HOPS, TARGETS, analyse, item_table
 from jaxkn.experiments.settings import StudyConfig
 
 REGENERATE = "python -m jaxkn.experiments.two_hop --out experiments/default_run"

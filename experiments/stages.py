@@ -19,19 +19,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
+from jaxkn.experiments.conditions import decode_conditions
+from jaxkn.experiments.settings import StudyConfig
 
 from jaxkn.attribution import AttributionConfig, answer_token_ids, attribute_ids
 from jaxkn.data import PromptStyle, TwoHopItem, filter_known, format_prompt, is_correct
-from jaxkn.data.judge import extract_answer
+from jaxkn.data.prompts import COT_STYLES
 from jaxkn.interventions import random_neurons
 from jaxkn.recall import generated_activations, kn_score, relative_score, site_activations
-from jaxkn.data.prompts import COT_STYLES
-from jaxkn.experiments.conditions import decode_conditions
-from jaxkn.experiments.settings import StudyConfig
 
 HOPS = (1, 2)
 TARGETS = ("hop1", "hop2", "both")
@@ -112,7 +111,6 @@ def _pairs(arr) -> list[list[int]]:
 
 def _loo_level(acts: np.ndarray, sets: list[np.ndarray], paper: bool = False) -> tuple[list, float]:
     """Out-of-sample single-hop level: fold j reads set j (chosen without query j) with abar of the others."""
-    n = acts.shape[0]
     per_query = []
     for j, omega in enumerate(sets):
         if len(omega) == 0:
@@ -173,7 +171,8 @@ def fact_stage(rt: Runtime, hop, fact_seed: int) -> dict:
         queries=queries, answer=hop.answer, triple=list(hop.triple_id), label=list(hop.triple_label),
         neurons=_pairs(neurons), random=_pairs(rand), loo_sizes=[len(o) for o in loo],
         coarse_sizes=[int(c.sum()) for c in coarse],
-        abar=[float(abar[l, i]) for l, i in neurons], abar_random=[float(abar[l, i]) for l, i in rand],
+        abar=[float(abar[layer, i]) for layer, i in neurons],
+        abar_random=[float(abar[layer, i]) for layer, i in rand],
         prob_first_token=[float(p) for p in prob_first], completeness_error_max=completeness,
     )
     for name, sets in (("kn", loo), ("random", rand_loo)):

@@ -9,7 +9,8 @@ number of resamples used is returned with the interval.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
