@@ -142,7 +142,16 @@ def outcome_numbers(t: pd.DataFrame, s: StudyConfig) -> dict:
         "shortcut_count": int((both & correct & ~r1).sum()),
         "answers_bridge_share": _ci(share_ci, t["none_says_bridge"].to_numpy(bool), s=s),
         "accuracy_by_cot": {c: _ci(share_ci, t[f"{c}_correct"].to_numpy(bool), s=s) for c in s.cot},
+        "errors_with_recall_failure_by_tau": {f"{tau:.2f}": _failure_share(t, tau, s) for tau in TAUS},
     }
+
+
+def _failure_share(t: pd.DataFrame, tau: float, s: StudyConfig) -> float | None:
+    """Share of errors (no CoT) with a recall failure of either hop at threshold tau (the headline's tau curve)."""
+    r1, d1 = recall_flags(t, "none", 1, tau, s.cot_summary)
+    r2, d2 = recall_flags(t, "none", 2, tau, s.cot_summary)
+    wrong = d1 & d2 & ~t["none_correct"].to_numpy(bool)
+    return float((~(r1 & r2))[wrong].mean()) if wrong.any() else None
 
 
 def intervention_numbers(t: pd.DataFrame, s: StudyConfig) -> dict:

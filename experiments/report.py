@@ -61,7 +61,8 @@ def verdicts(n: dict) -> dict:
         "1_recall_drops": {h: _against_control(r["drop"][f"hop{h}"], r["drop"][f"hop{h}_vs_random"], -1)
                            for h in ("1", "2")},
         "2_errors_with_recall_failure": v2,
-        "3_cot_raises_recall": {k.replace("_vs_random", ""): _direction(r["cot_change"][k], +1) for k in cot_keys},
+        "3_cot_raises_recall": {k.replace("_vs_random", ""): _against_control(
+            r["cot_change"][k.replace("_vs_random", "")], r["cot_change"][k], +1) for k in cot_keys},
         "4_enhance_helps_suppress_hurts": {
             t: {k: _against_control(iv[f"{t}/{k}"]["delta_p"], iv[f"{t}/{k}_vs_random"]["delta_p"], sign)
                 for k, sign in (("enhance", +1), ("suppress", -1))} for t in TARGETS},

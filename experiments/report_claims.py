@@ -32,6 +32,9 @@ def _errors(n: dict, v: dict) -> list[str]:
     lines += ["", f"Errors that come with a recall failure: {_fmt(o['errors_with_recall_failure'], True)} "
               f"(paper: over one third). Verdict: **{v['2_errors_with_recall_failure']}**.",
               f"For comparison, correct answers with a recall failure: {_fmt(o['correct_with_recall_failure'], True)}.",
+              "The same share of errors over tau: " + ", ".join(
+                  f"{tau}: {'n/a' if v is None else f'{100 * v:.0f}%'}"
+                  for tau, v in o["errors_with_recall_failure_by_tau"].items()) + ".",
               f"Shortcuts (correct although hop 1 was not recalled): {o['shortcut_count']} items, "
               f"{_fmt(o['shortcut_share_of_correct'], True)} of correct answers. Wrong answers that name the bridge "
               f"entity instead: {_fmt(o['answers_bridge_share'], True)} of all items.", ""]
@@ -41,8 +44,8 @@ def _errors(n: dict, v: dict) -> list[str]:
 def _cot(n: dict, v: dict, s: dict) -> list[str]:
     r, o = n["recall"], n["outcomes"]
     lines = ["## Claim 3: chain of thought raises recall", "",
-             f"CoT levels are the {s['cot_summary']} of R over the generated positions; a maximum over many positions "
-             "is large by itself, so the verdict uses the change beyond the random control's change.", "",
+             f"CoT levels are the {s['cot_summary']} of R over the generated positions. A maximum over many positions "
+             "is large by itself, so each verdict is qualified by the change beyond the random control's change.", "",
              "| hop | CoT | level | random level | change vs no CoT | random change | change beyond random | "
              "recalled share | accuracy | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for h in HOPS:
@@ -111,8 +114,8 @@ def _headlines(n: dict, v: dict, s: dict) -> list[str]:
             f"hop {h} {_fmt(r['drop'][f'hop{h}'])}: {v['1_recall_drops'][str(h)]}" for h in HOPS) + ".",
         f"2. **Over a third of reasoning errors come with a recall failure**: "
         f"{_fmt(o['errors_with_recall_failure'], True)} of errors: {v['2_errors_with_recall_failure']}.",
-        "3. **CoT raises recall** (change of the level beyond the random control's change): " + "; ".join(
-            f"hop {h} {c} {_fmt(r['cot_change'][f'hop{h}/{c}_vs_random'])}: "
+        "3. **CoT raises recall** (change of the level against no CoT; beyond the random control in the table): "
+        + "; ".join(f"hop {h} {c} {_fmt(r['cot_change'][f'hop{h}/{c}'])}: "
             f"{v['3_cot_raises_recall'][f'hop{h}/{c}']}" for h in HOPS for c in cot) + ".",
         "4. **Enhancing helps, suppressing hurts** (change of P(answer), both hops' neurons): "
         f"enhance {_fmt(iv['both/enhance']['delta_p'])}: {v['4_enhance_helps_suppress_hurts']['both']['enhance']}; "

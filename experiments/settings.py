@@ -49,7 +49,7 @@ class StudyConfig:
 
     model: str | None = None
     dataset: str | None = None
-    limit: int = 16
+    limit: int = 24
     screen: int = 25
     cot: tuple[str, ...] = COT_SETTINGS
     seed: int = 0
