@@ -1,0 +1,156 @@
+"""jaxkn's attribution against the PyTorch baseline and captum, side by side in one process, on SmolLM2 (CPU).
+
+For each prompt length, facts are cut to exactly that many tokens (a neutral lead-in is prepended) and each
+implementation attributes the same facts with the same settings (site, zero baseline, left Riemann, m steps,
+all layers). Printed per length: seconds per fact for jaxkn `fast` (compile time apart), jaxkn `reference`,
+the EleutherAI-style PyTorch loop and captum `LayerIntegratedGradients`; the speed ratios; peak resident
+memory of each phase (VmHWM, reset before each phase); and the agreement of the attributions with the
+PyTorch baseline's (relative error, coarse KN sets at t = 0.2 ignoring neurons within 1e-3 * max).
+
+    python benchmarks/bench_attribution.py --model smollm2 --lengths 8,16,32,64 --steps 20 --facts 1
+"""
+
+from __future__ import annotations
+
+import os
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch_baseline  # noqa: E402
+
+from jaxkn.attribution import AttributionConfig, answer_token_ids, attribute_batch, make_batch  # noqa: E402
+from jaxkn.neurons import coarse_mask  # noqa: E402
+from jaxkn.runtime import enable_compilation_cache  # noqa: E402
+
+FACTS = [("The capital of France is", "Paris"), ("The capital of Japan is", "Tokyo"),
+         ("The Eiffel Tower is in the city of", "Paris"), ("The chemical symbol of gold is", "Au"),
+         ("The capital of Italy is", "Rome"), ("The capital of Germany is", "Berlin")]
+LEAD_IN = ("Here are some facts about the world that every student learns at school, written down one after "
+           "another in plain words, so that anyone can read them, remember them and repeat them later. ") * 4
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2", choices=("smollm2",))
+    p.add_argument("--lengths", default="8,16,32,64", help="prompt lengths in tokens")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--facts", type=int, default=1, help="facts per length")
+    p.add_argument("--baseline-facts", type=int, default=1, help="facts per length for the PyTorch loop")
+    p.add_argument("--captum-lengths", default="16", help="lengths at which captum runs ('' = none)")
+    p.add_argument("--reference-lengths", default="16", help="lengths at which jaxkn's reference path runs")
+    p.add_argument("--threads", type=int, default=2)
+    return p.parse_args(argv)
+
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def facts_of_length(tok, n: int, count: int):
+    lead = tok.encode(LEAD_IN)
+    out = []
+    for prompt, answer in FACTS[:count]:
+        p_ids, a_ids = answer_token_ids(tok, prompt, answer)
+        out.append(((lead + p_ids)[-n:], a_ids))
+    return out
+
+
+def agreement(ref: np.ndarray, other: np.ndarray) -> tuple[float, bool]:
+    err = float(np.abs(ref - other).max() / np.abs(ref).max())
+    top = ref.max()
+    clear = np.abs(ref - 0.2 * top) > 1e-3 * abs(top)
+    same = bool(np.array_equal(coarse_mask(ref)[clear], coarse_mask(other)[clear]))
+    return err, same
+
+
+def time_jaxkn(params, cfg, facts, config):
+    """(compile seconds, seconds per fact, scores per fact, peak MiB)."""
+    reset_peak()
+    batch = make_batch(cfg, [facts[0][0]], [facts[0][1]])
+    t0 = time.perf_counter()
+    compiled = attribute_batch.lower(params, batch, cfg, config).compile()
+    compile_s = time.perf_counter() - t0
+    scores, times = [], []
+    for prompt, answer in facts:
+        batch = make_batch(cfg, [prompt], [answer])
+        t0 = time.perf_counter()
+        result = compiled(params, batch)
+        scores.append(np.asarray(jax.block_until_ready(result.scores)[0], np.float64))
+        times.append(time.perf_counter() - t0)
+    return compile_s, float(np.mean(times)), scores, peak_mib()
+
+
+def time_torch(fn, model, facts, steps):
+    reset_peak()
+    scores, times = [], []
+    for prompt, answer in facts:
+        t0 = time.perf_counter()
+        scores.append(fn(model, prompt, answer, steps=steps, quadrature="left"))
+        times.append(time.perf_counter() - t0)
+    return float(np.mean(times)), scores, peak_mib()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+    import transformers
+
+    from jaxkn.convert.smollm2 import gguf_path
+    from jaxkn.loading import load_default_model
+
+    torch.set_num_threads(args.threads)
+    enable_compilation_cache()
+    cfg, params, tok = load_default_model()
+    path = gguf_path()
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                              dtype=torch.float32).eval()
+    lengths = [int(x) for x in args.lengths.split(",")]
+    captum_at = {int(x) for x in args.captum_lengths.split(",") if x}
+    reference_at = {int(x) for x in args.reference_lengths.split(",") if x}
+    fast_cfg = AttributionConfig(method="fast", steps=args.steps)
+    print(f"SmolLM2-135M, {cfg.n_layers} layers, m={args.steps} left Riemann, zero baseline, product site; "
+          f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
+          f"({args.threads} threads), {os.cpu_count()} CPUs")
+    header = ("| tokens | jaxkn fast s/fact | compile s | jaxkn reference s/fact | PyTorch s/fact | captum s/fact "
+              "| PyTorch / fast | peak MiB fast / torch | rel. err fast vs torch | coarse sets equal |")
+    rows = []
+    for n in lengths:
+        facts = facts_of_length(tok, n, args.facts)
+        compile_s, fast_s, fast_scores, fast_mib = time_jaxkn(params, cfg, facts, fast_cfg)
+        ref_s = float("nan")
+        if n in reference_at:
+            _, ref_s, ref_scores, _ = time_jaxkn(params, cfg, facts[:1], AttributionConfig(method="reference",
+                                                                                          steps=args.steps))
+            print(f"  [{n}] reference vs fast: rel. err {agreement(ref_scores[0], fast_scores[0])[0]:.2e}")
+        base = facts[: args.baseline_facts]
+        torch_s, torch_scores, torch_mib = time_torch(torch_baseline.attribute_fact, model, base, args.steps)
+        captum_s = float("nan")
+        if n in captum_at:
+            captum_s, captum_scores, _ = time_torch(torch_baseline.captum_attribute_fact, model, base[:1], args.steps)
+            print(f"  [{n}] captum vs torch: rel. err {agreement(torch_scores[0], captum_scores[0])[0]:.2e}")
+        errs = [agreement(t, f) for t, f in zip(torch_scores, fast_scores)]
+        row = (f"| {n} | {fast_s:.2f} | {compile_s:.1f} | {ref_s:.2f} | {torch_s:.2f} | {captum_s:.2f} "
+               f"| {torch_s / fast_s:.1f}x | {fast_mib:.0f} / {torch_mib:.0f} | {max(e for e, _ in errs):.1e} "
+               f"| {all(s for _, s in errs)} |")
+        rows.append(row)
+        print(row, flush=True)
+    print("\n" + header + "\n|" + "---|" * 10 + "\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
