@@ -13,6 +13,8 @@ from jaxkn.interventions import (Intervention, answer_probability, compose, enha
                                  scale_neurons, suppress, sweep_factors, sweep_sets)
 from jaxkn.recall import kn_score, relative_score, site_activations
 from jaxkn.edits import edit_toward_token, erase_neurons
+from jaxkn.attribution import AttributionConfig, Attributions, AttributionInputError, attribute, attribute_ids
+from jaxkn.neurons import KnowledgeNeurons, adaptive_refine, coarse_neurons, refined_neurons, to_eleuther
 
 __version__ = "0.1.0"
 
@@ -23,4 +25,6 @@ __all__ = [
     "Intervention", "answer_probability", "compose", "enhance", "random_control", "scale_neurons", "suppress",
     "sweep_factors", "sweep_sets", "kn_score", "relative_score", "site_activations", "edit_toward_token",
     "erase_neurons",
+    "AttributionConfig", "Attributions", "AttributionInputError", "attribute", "attribute_ids",
+    "KnowledgeNeurons", "adaptive_refine", "coarse_neurons", "refined_neurons", "to_eleuther",
 ]
