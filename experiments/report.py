@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from jaxkn.experiments.analysis import HOPS, TARGETS, analyse, item_table
 from jaxkn.experiments.settings import StudyConfig
 
@@ -87,7 +89,9 @@ def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: d
                    "rule": f"a hop is known when >= ceil(queries_per_hop / 2) of its first "
                            f"{settings.queries_per_hop} queries are answered correctly (greedy, 3-shot)"},
         "facts": {"unique": len(facts), "empty_kn": sum(1 for f in facts.values() if not f["neurons"]),
-                  "completeness_error_max": max((f["completeness_error_max"] for f in facts.values()), default=None)},
+                  "completeness_error_max": max((f["completeness_error_max"] for f in facts.values()), default=0.0),
+                  "completeness_error_median": float(np.median([f["completeness_error_max"] for f in facts.values()]))
+                  if facts else 0.0},
         "conventions": {
             "score": "relative score R (METHOD §5); the paper's mean activation is in items.csv (*_paper)",
             "conflict_statement": "'Q: <hop query>\\nA: <counterfactual>' placed between the exemplars and the question",
@@ -125,8 +129,12 @@ def render_markdown(summary: dict) -> str:
         f"Filter: screened {summary['filter']['screened']}, kept {summary['filter']['kept']}, studied "
         f"{summary['filter']['studied']} ({summary['filter']['rule']}).",
         f"Facts: {summary['facts']['unique']} unique, {summary['facts']['empty_kn']} with an empty refined KN set "
-        f"(such hops are skipped and counted). Max IG completeness error: {summary['facts']['completeness_error_max']}.",
-        f"Wall time (s): {summary['timings_s']}.", "", *_settings_lines(s), "",
+        f"(such hops are skipped and counted). IG completeness error |sum Attr - (P(a) - P(b))| per layer, largest over "
+        f"facts: {summary['facts']['completeness_error_max']:.3g}; median over facts of each fact's largest: "
+        f"{summary['facts']['completeness_error_median']:.3g}.",
+        "Stage wall times (s, summed over every session that worked on this folder): " + ", ".join(
+            f"{k} {v}" for k, v in summary["timings_s"].items() if k != "total_this_session") + ".", "",
+        *_settings_lines(s), "",
         "Intervals: 95% percentile bootstrap over items. Scores: the relative KN score R (1 = the fact's own "
         "single-hop average); every KN number has the random control (same count per layer) beside it.", "",
     ]

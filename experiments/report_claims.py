@@ -126,7 +126,21 @@ def _headlines(n: dict, v: dict, s: dict) -> list[str]:
     ]
 
 
+CAVEATS = [
+    "## How to read the verdicts", "",
+    "- \"reproduced\" means the 95% interval of the effect excludes zero in the paper's direction; \"but not beyond the "
+    "random control\" means a random neuron set with the same count per layer shows an effect the interval cannot "
+    "tell apart. With few items the intervals are wide: a verdict is about this model and this sample only.",
+    "- The relative score R of a random set divides by the sum of |abar| of neurons that carry no particular "
+    "signal, so its values scatter far more than the knowledge neurons' (and a maximum over CoT positions more so).",
+    "- Claim 2 depends on tau: with the default tau = 0.5 a hop almost never counts as not recalled; the share over "
+    "tau is printed beside the headline.",
+    "- Claim 4 reads P(first answer token) with the neurons scaled at the predicting position only (decode mode "
+    "`last`); accuracy is judged on the greedy answer under the same intervention.", "",
+]
+
+
 def claim_sections(summary: dict) -> list[str]:
     n, v, s = summary["numbers"], summary["verdicts"], summary["settings"]
-    return (_headlines(n, v, s) + _recall_drop(n, v, s) + _errors(n, v) + _cot(n, v, s) + _interventions(n, v, s) + _conflict(n, v)
+    return (_headlines(n, v, s) + CAVEATS + _recall_drop(n, v, s) + _errors(n, v) + _cot(n, v, s) + _interventions(n, v, s) + _conflict(n, v)
             + _figures(summary))
