@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from jaxkn.experiments.analysis import HOPS, TARGETS, analyse, item_table
 from jaxkn.experiments.settings import StudyConfig
 
