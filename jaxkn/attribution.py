@@ -330,7 +330,8 @@ def attribute_batch(params, batch: AttributionBatch, cfg: ModelConfig, config: A
 
 
 def attribute_ids(params, cfg: ModelConfig, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
-                  config: AttributionConfig = AttributionConfig()) -> Attributions:
+                  config: AttributionConfig = AttributionConfig(), *, mesh=None, rule: str | None = None
+                  ) -> Attributions:
     """Attributions for token-id (prompt, answer) pairs: no tokenizer needed (answers never include a BOS).
 
     Args:
@@ -338,24 +339,36 @@ def attribute_ids(params, cfg: ModelConfig, prompts: Sequence[Sequence[int]], an
       prompts: one list of token ids per prompt (with a BOS if the model expects one).
       answers: the gold answer's token ids per prompt (one or more tokens each).
       config: what to compute (`AttributionConfig`).
+      mesh: a ("data", "model") `jaxkn.sharding` mesh: the rows are split over "data" (padded, then dropped)
+        and the results come back as numpy. None: one device.
+      rule: places `params` on `mesh` under this rule ("replicated", "fsdp", "tensor"); None keeps params
+        already placed on `mesh` as they are and replicates others.
     Returns:
       `Attributions` with scores [B, L, F].
     """
     config.layer_indices(cfg.n_layers)
     batch = make_batch(cfg, prompts, answers)
-    return attribute_batch(params, batch, cfg, config)
+    if mesh is None:
+        if rule is not None:
+            raise AttributionInputError(f"rule={rule!r} needs a mesh: pass mesh=jaxkn.sharding.make_mesh(...)")
+        return attribute_batch(params, batch, cfg, config)
+    from jaxkn.sharding import place_params, run_sharded
+
+    return run_sharded(attribute_batch, place_params(params, cfg, mesh, rule), batch, cfg, config, mesh=mesh)
 
 
 def attribute(params, cfg: ModelConfig, tokenizer, prompts: Sequence[str], answers: Sequence[str] | str,
-              config: AttributionConfig = AttributionConfig(), *, add_bos: bool | None = None) -> Attributions:
-    """Attributions for text prompts and answers (one answer for all prompts when `answers` is a string)."""
+              config: AttributionConfig = AttributionConfig(), *, add_bos: bool | None = None, mesh=None,
+              rule: str | None = None) -> Attributions:
+    """Attributions for text prompts and answers (one answer for all prompts when `answers` is a string);
+    `mesh` and `rule` as in `attribute_ids`."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if isinstance(answers, str):
         answers = [answers] * len(prompts)
     if len(prompts) != len(answers):
         raise AttributionInputError(f"{len(prompts)} prompts but {len(answers)} answers: give one answer per prompt")
     pairs = [answer_token_ids(tokenizer, p, a, add_bos=add_bos) for p, a in zip(prompts, answers)]
-    return attribute_ids(params, cfg, [p for p, _ in pairs], [a for _, a in pairs], config)
+    return attribute_ids(params, cfg, [p for p, _ in pairs], [a for _, a in pairs], config, mesh=mesh, rule=rule)
 
 
 __all__ = [

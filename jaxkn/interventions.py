@@ -290,15 +290,30 @@ def intervention_effect(params: Params, cfg: ModelConfig, prompt, target, interv
                   answer_probability(params, cfg, prompt, target, intervention))
 
 
-def sweep(params: Params, cfg: ModelConfig, prompt, target, stacked: Intervention) -> AnswerProbability:
-    """P(target) under each of N stacked interventions ([N, ...] results): one compiled, vmapped call."""
+def sweep(params: Params, cfg: ModelConfig, prompt, target, stacked: Intervention, *, mesh=None,
+          rule: str | None = None) -> AnswerProbability:
+    """P(target) under each of N stacked interventions ([N, ...] results): one compiled, vmapped call.
+
+    mesh: a ("data", "model") `jaxkn.sharding` mesh: the N interventions are split over "data" (padded, then
+    dropped) and results come back as numpy. rule: places `params` on `mesh` under this rule; None keeps
+    params already placed on `mesh` and replicates others.
+    """
     rows = teacher_forced_rows(prompt, target, cfg.pad_token_id or 0)
-    return _summarise(_target_probs_sweep(params, cfg, *map(jnp.asarray, rows), stacked))
+    if mesh is None:
+        if rule is not None:
+            raise ValueError(f"rule={rule!r} needs a mesh: pass mesh=jaxkn.sharding.make_mesh(...)")
+        return _summarise(_target_probs_sweep(params, cfg, *map(jnp.asarray, rows), stacked))
+    from jaxkn.sharding import place_params, shard_batch, unpad
+
+    placed, n = shard_batch(stacked, mesh)
+    per_token = _target_probs_sweep(place_params(params, cfg, mesh, rule), cfg, *map(jnp.asarray, rows), placed)
+    return _summarise(unpad(per_token, n))
 
 
 def sweep_factors(params: Params, cfg: ModelConfig, prompt, target, neurons, factors: Sequence[float], *,
-                  positions="last", site: str = "product") -> AnswerProbability:
-    """P(target) with `neurons` scaled by each factor in `factors` ([N] results)."""
+                  positions="last", site: str = "product", mesh=None, rule: str | None = None
+                  ) -> AnswerProbability:
+    """P(target) with `neurons` scaled by each factor in `factors` ([N] results); `mesh`, `rule`: `sweep`."""
     pairs = neuron_array(neurons, cfg.n_layers, cfg.d_ff)
     chosen = np.zeros((cfg.n_layers, cfg.d_ff), bool)
     chosen[pairs[:, 0], pairs[:, 1]] = True
@@ -308,14 +323,16 @@ def sweep_factors(params: Params, cfg: ModelConfig, prompt, target, neurons, fac
     if mask is not None:
         mask = jnp.broadcast_to(mask, (len(factors), *mask.shape))
     stacked = Intervention(factor=stacked_factor, mask=mask, positions=positions, site=site)
-    return sweep(params, cfg, prompt, target, stacked)
+    return sweep(params, cfg, prompt, target, stacked, mesh=mesh, rule=rule)
 
 
 def sweep_sets(params: Params, cfg: ModelConfig, prompt, target, neuron_sets: Sequence, factor: float, *,
-               positions="last", site: str = "product") -> AnswerProbability:
-    """P(target) with each neuron set in turn scaled by `factor` ([N] results, N = len(neuron_sets))."""
+               positions="last", site: str = "product", mesh=None, rule: str | None = None
+               ) -> AnswerProbability:
+    """P(target) with each neuron set in turn scaled by `factor` ([N] results, N = len(neuron_sets));
+    `mesh`, `rule`: `sweep`."""
     return sweep(params, cfg, prompt, target, stack(
-        [scale_neurons(s, factor, cfg, positions=positions, site=site) for s in neuron_sets]))
+        [scale_neurons(s, factor, cfg, positions=positions, site=site) for s in neuron_sets]), mesh=mesh, rule=rule)
 
 
 # ---- effects: generation -----------------------------------------------------------------------------

@@ -142,6 +142,21 @@ def shard_params(params: Params, cfg: ModelConfig, mesh: Mesh, rule: str = "repl
     return jax.device_put(params, param_shardings(cfg, mesh, rule))
 
 
+def on_mesh(params: Params, mesh: Mesh) -> bool:
+    """Whether every leaf of `params` already lives on `mesh` (placed by `shard_params`)."""
+    leaves = jax.tree_util.tree_leaves(params)
+    return bool(leaves) and all(isinstance(a, jax.Array) and isinstance(a.sharding, NamedSharding)
+                                and a.sharding.mesh == mesh for a in leaves)
+
+
+def place_params(params: Params, cfg: ModelConfig, mesh: Mesh, rule: str | None = None) -> Params:
+    """`params` on `mesh`: under `rule` when one is given; else as they are if already there (any rule),
+    otherwise replicated. What the `mesh=` keyword of attribution and sweeps uses."""
+    if rule is None and on_mesh(params, mesh):
+        return params
+    return shard_params(params, cfg, mesh, rule or "replicated")
+
+
 def abstract_params(cfg: ModelConfig, mesh: Mesh, rule: str = "replicated", dtype: Any = None) -> dict:
     """`jax.ShapeDtypeStruct`s of the params with their shardings: for lowering or restoring, nothing allocated."""
     dtype = np.dtype(jax.numpy.dtype(dtype or cfg.param_dtype))
@@ -214,6 +229,6 @@ def describe_placement(array: jax.Array) -> list[tuple[int, tuple]]:
 
 __all__ = [
     "AXES", "RULES", "ShardingError", "make_mesh", "parse_mesh", "param_specs", "param_shardings", "shard_params",
-    "abstract_params", "batch_sharding", "pad_rows", "shard_batch", "unpad", "run_sharded",
+    "on_mesh", "place_params", "abstract_params", "batch_sharding", "pad_rows", "shard_batch", "unpad", "run_sharded",
     "describe_placement",
 ]

@@ -38,7 +38,7 @@ def _worker(out_dir: Path) -> None:
     import jax.numpy as jnp
 
     from jaxkn import interventions, sharding
-    from jaxkn.attribution import AttributionConfig, attribute_batch, make_batch
+    from jaxkn.attribution import AttributionConfig, attribute_batch, attribute_ids, make_batch
     from jaxkn.config import ModelConfig
     from jaxkn.convert.checkpoint import restore_params, save_checkpoint
     from jaxkn.generate import greedy_generate
@@ -72,6 +72,11 @@ def _worker(out_dir: Path) -> None:
         sharded_sweep, n = sharding.shard_batch(stacked, mesh)  # the N interventions split over "data"
         swept = interventions.sweep(placed, cfg, prompts[0], answers[0], sharded_sweep).per_token
         out[f"sweep/{name}"] = np.asarray(swept)[:n]
+        # the mesh= keywords: params placed by the call (rule) or kept where they already are (rule=None)
+        out[f"attr_kw/{name}"] = attribute_ids(params, cfg, prompts, answers, attr_cfg, mesh=mesh,
+                                               rule=rule_here).scores
+        out[f"sweep_kw/{name}"] = interventions.sweep_factors(placed, cfg, prompts[0], answers[0], neurons,
+                                                              (0.0, 0.5, 2.0), mesh=mesh).per_token
     mesh = sharding.make_mesh(2, 4)
     out["generate/2x4"] = greedy_generate(sharding.shard_params(params, cfg, mesh, "tensor"), cfg, prompts[:3], 4)
     out.update(_restore_checks(cfg, params, mesh, out_dir, logits, tokens, sharding, save_checkpoint, restore_params))
@@ -142,6 +147,33 @@ def test_sweeps_equal_one_device(mesh_results, mesh):
     got, ref = arrays[f"sweep/{mesh}"], arrays["sweep/1"]
     assert got.shape == ref.shape and ref.shape[0] == 3
     assert rel_err(got, ref) <= TOL
+
+
+@pytest.mark.parametrize("mesh", sorted(MESHES))
+def test_mesh_keyword_of_attribute_ids_and_sweeps_equals_one_device(mesh_results, mesh):
+    arrays, _ = mesh_results
+    got, ref = arrays[f"attr_kw/{mesh}"], arrays["attr/1"]
+    assert got.shape == ref.shape == (5, 3, 48)
+    for row in range(ref.shape[0]):
+        assert rel_err(got[row], ref[row]) <= TOL, (mesh, row)
+    got, ref = arrays[f"sweep_kw/{mesh}"], arrays["sweep/1"]
+    assert got.shape == ref.shape and rel_err(got, ref) <= TOL
+
+
+def test_rule_without_mesh_is_refused():
+    import jax
+
+    from jaxkn import interventions
+    from jaxkn.attribution import AttributionInputError, attribute_ids
+    from jaxkn.config import ModelConfig
+    from jaxkn.model import init_params
+
+    cfg = ModelConfig(**TINY)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    with pytest.raises(AttributionInputError, match="needs a mesh"):
+        attribute_ids(params, cfg, [[1, 2]], [[3]], rule="fsdp")
+    with pytest.raises(ValueError, match="needs a mesh"):
+        interventions.sweep_factors(params, cfg, [1, 2], [3], [(0, 1)], (0.0,), rule="tensor")
 
 
 def test_generation_identical_under_tensor_parallelism(mesh_results):
