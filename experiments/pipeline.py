@@ -11,6 +11,7 @@ gathered once; process 0 writes them and the aggregate.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -32,8 +33,26 @@ from jaxkn.experiments.store import ResultStore, fact_key
 from tqdm import tqdm
 
 
-def load(settings: StudyConfig, mesh: str | None = None):
-    """(cfg, params, tokenizer, model_id) for `settings.model` (None: the embedded SmolLM2)."""
+def study_mesh(text: str | None, distributed: bool = False):
+    """The ("data", "model") mesh of `--mesh DATAxMODEL` (None: one device, no mesh).
+
+    Multi-host runs give every host its own items, so each host's mesh holds only its local devices: a mesh over
+    all hosts' devices would need every host to run the same program on the same step (docs/scaling.md).
+    """
+    if not text:
+        return None
+    import jax
+
+    from jaxkn.sharding import make_mesh, parse_mesh
+
+    return make_mesh(*parse_mesh(text), devices=jax.local_devices() if distributed else None)
+
+
+def load(settings: StudyConfig, mesh=None):
+    """(cfg, params, tokenizer, model_id) for `settings.model` (None: the embedded SmolLM2).
+
+    mesh: a `jax.sharding.Mesh` (or "DATAxMODEL") to place the params on under `settings.sharding`.
+    """
     import jaxkn
 
     if settings.model is None:
@@ -45,11 +64,12 @@ def load(settings: StudyConfig, mesh: str | None = None):
     if tokenizer is None:
         raise ValueError(f"the model at {settings.model} has no tokenizer (tokenizer.json + tokenizer_config.json); "
                          f"the study needs one to write prompts: save it beside the weights")
-    if mesh:
-        from jaxkn.sharding import make_mesh, parse_mesh, shard_params
+    if isinstance(mesh, str):
+        mesh = study_mesh(mesh)
+    if mesh is not None:
+        from jaxkn.sharding import shard_params
 
-        data, model = parse_mesh(mesh)
-        params = shard_params(params, cfg, make_mesh(data, model), "tensor" if model > 1 else "replicated")
+        params = shard_params(params, cfg, mesh, settings.sharding)
     digest = hashlib.sha256(json.dumps(sorted(vars(cfg).items()), default=str).encode()).hexdigest()[:8]
     return cfg, params, tokenizer, f"{name} [{digest}]"
 
@@ -135,7 +155,11 @@ def run_items(rt, store: ResultStore, selected: Sequence, facts: dict, index: di
 
 def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, mesh: str | None = None,
               distributed: bool = False, log=print) -> Path:
-    """Runs (or resumes) the study into `out` and returns the path of report.md."""
+    """Runs (or resumes) the study into `out` and returns the path of report.md.
+
+    mesh: "DATAxMODEL" (overrides `settings.mesh`): attribution rows are split over "data", the params sit on
+    "model" under `settings.sharding`; other stages run on the placed params with replicated inputs.
+    """
     from jaxkn.experiments.report import write_report
 
     from jaxkn.data import relation_answers
@@ -147,10 +171,13 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
         from jaxkn.distributed import initialize
 
         initialize()
-    cfg, params, tokenizer, model_id = load(settings, mesh)
+    if mesh is not None:
+        settings = dataclasses.replace(settings, mesh=mesh)  # recorded in summary.json with the rest
+    device_mesh = study_mesh(settings.mesh, distributed)
+    cfg, params, tokenizer, model_id = load(settings, device_mesh)
     items = load_dataset(settings)
     store = ResultStore(out, settings.fingerprint(model_id), model_id, resume=resume)
-    rt = make_runtime(cfg, params, tokenizer, settings, relation_answers(items))
+    rt = make_runtime(cfg, params, tokenizer, settings, relation_answers(items), mesh=device_mesh)
     timings = store.read("timings.json") or {}
 
     def timed(name, fn, *args):

@@ -16,7 +16,8 @@ import json
 COT_SETTINGS = ("none", "zero_shot", "few_shot")
 SUMMARIES = ("max", "mean")
 # Settings that do not change any per-item result (see the module docstring).
-_NOT_FINGERPRINTED = ("limit", "screen", "bootstrap", "tau", "seed_bootstrap")
+_NOT_FINGERPRINTED = ("limit", "screen", "bootstrap", "tau", "seed_bootstrap", "mesh", "sharding")
+SHARDING_RULES = ("replicated", "fsdp", "tensor")  # jaxkn.sharding.RULES (not imported: settings stay jax-free)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,6 +46,11 @@ class StudyConfig:
       enhance / suppress: the intervention factors.
       batch_size: prompts per generation / capture batch.
       bootstrap: bootstrap resamples for every interval; seed_bootstrap: its seed offset.
+      mesh: "DATAxMODEL" device mesh (None: one device): prompts split over "data", params over "model".
+      sharding: how params sit on the "model" axis ("replicated", "fsdp", "tensor"; `jaxkn.sharding`). "fsdp"
+        works for any model (a weight with no axis divisible by the model size is replicated); "tensor" needs
+        heads, d_ff and vocabulary divisible by it. Results equal one device's in float32 up to summation order,
+        so neither is fingerprinted.
     """
 
     model: str | None = None
@@ -70,6 +76,8 @@ class StudyConfig:
     batch_size: int = 8
     bootstrap: int = 1000
     seed_bootstrap: int = 0
+    mesh: str | None = None
+    sharding: str = "fsdp"
 
     def __post_init__(self):
         cot = tuple(dict.fromkeys(("none",) + tuple(self.cot)))  # "none" first and always present
@@ -90,6 +98,7 @@ class StudyConfig:
             (self.answer_tokens >= 1 and self.cot_tokens >= 1, "answer-tokens and cot-tokens must be >= 1"),
             (self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}"),
             (self.bootstrap >= 10, f"bootstrap needs >= 10 resamples, got {self.bootstrap}"),
+            (self.sharding in SHARDING_RULES, f"sharding must be one of {SHARDING_RULES}, got {self.sharding!r}"),
         )
         for ok, message in checks:
             if not ok:

@@ -47,6 +47,7 @@ class Runtime:
     competitors: dict  # relation id -> every answer of that relation in the dataset (for the judge)
     stop_ids: tuple[int, ...]  # ends a direct answer (EOS, newline)
     styles: dict  # CoT setting -> PromptStyle
+    mesh: Any = None  # a jaxkn.sharding mesh: attribution rows split over "data" (params already placed)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text))
@@ -55,10 +56,10 @@ class Runtime:
         return self.tokenizer.decode([int(t) for t in ids if t >= 0], skip_special_tokens=True)
 
 
-def make_runtime(cfg, params, tokenizer, settings: StudyConfig, competitors: dict) -> Runtime:
+def make_runtime(cfg, params, tokenizer, settings: StudyConfig, competitors: dict, mesh=None) -> Runtime:
     newline = tokenizer.encode("\n")
     stops = tuple(t for t in [tokenizer.eos_id] + (newline if len(newline) == 1 else []) if t is not None)
-    return Runtime(cfg, params, tokenizer, settings, competitors, stops, dict(COT_STYLES))
+    return Runtime(cfg, params, tokenizer, settings, competitors, stops, dict(COT_STYLES), mesh)
 
 
 def stable_seed(*parts) -> int:
@@ -141,7 +142,7 @@ def attribute_queries(rt: Runtime, prompts: list[list[int]], answers: list[list[
         chunk = rows[start: start + width]
         padded = chunk + [chunk[0]] * (width - len(chunk))
         attr = attribute_ids(rt.params, rt.cfg, [r[1] for r in padded], [r[2] for r in padded],
-                             attribution_config(rt.settings))
+                             attribution_config(rt.settings), mesh=rt.mesh)
         got, p_actual = np.asarray(attr.scores, np.float64), np.asarray(attr.prob_actual)[:, 0]
         error = max(error, float(np.asarray(attr.completeness_error)[: len(chunk)].max()))
         for b, (j, row_prompt, _) in enumerate(chunk):

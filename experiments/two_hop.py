@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jaxkn.experiments.settings import COT_SETTINGS, StudyConfig
+from jaxkn.experiments.settings import COT_SETTINGS, SHARDING_RULES, StudyConfig
 
 DEFAULT_OUT = "two_hop_results"
 
@@ -55,7 +55,11 @@ def parser() -> argparse.ArgumentParser:
     a("--suppress", type=float, default=d.suppress, help=f"suppressing factor (default {d.suppress})")
     a("--batch-size", type=int, default=d.batch_size, help=f"prompts per batch (default {d.batch_size})")
     a("--bootstrap", type=int, default=d.bootstrap, help=f"bootstrap resamples (default {d.bootstrap})")
-    a("--mesh", default=None, help="DATAxMODEL device mesh, e.g. 1x2 (default: one device)")
+    a("--mesh", default=None, help="DATAxMODEL device mesh, e.g. 4x2: prompts split over DATA, params over MODEL "
+                                   "(default: one device)")
+    a("--sharding", default=d.sharding, choices=SHARDING_RULES,
+      help=f"params over the mesh's MODEL axis (default {d.sharding}: fits any model; tensor needs heads, d_ff "
+           f"and vocabulary divisible by MODEL)")
     a("--distributed", action="store_true", help="multi-host: each host studies its share, results merged once")
     return p
 
@@ -67,7 +71,7 @@ def settings_from_args(args) -> StudyConfig:
         tau=args.tau, site=args.site, baseline=args.baseline, steps=args.steps, quadrature=args.quadrature,
         queries_per_hop=args.queries_per_hop, cot_summary=args.cot_summary, answer_tokens=args.answer_tokens,
         cot_tokens=args.cot_tokens, decode_mode=args.decode_mode, enhance=args.enhance, suppress=args.suppress,
-        batch_size=args.batch_size, bootstrap=args.bootstrap)
+        batch_size=args.batch_size, bootstrap=args.bootstrap, mesh=args.mesh, sharding=args.sharding)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from jaxkn.experiments.store import ResultsFolderError
 
     try:
-        run_study(settings, args.out, resume=args.resume, mesh=args.mesh, distributed=args.distributed,
+        run_study(settings, args.out, resume=args.resume, distributed=args.distributed,
                   log=lambda m: print(m, flush=True))
     except ResultsFolderError as err:
         print(f"error: {err}", file=sys.stderr)
