@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import flops  # noqa: E402
 import shapes  # noqa: E402
+
 from jaxkn.attribution import AttributionConfig, attribute_batch, make_batch  # noqa: E402
 from jaxkn.model import forward, init_params  # noqa: E402
 
@@ -166,7 +167,7 @@ def run_jaxkn(args, cfg, params, prompts, answers, impl: str) -> tuple[list[dict
         start = time.perf_counter()
         compiled = attribute_batch.lower(params, batch, cfg=cfg, config=config).compile()
         compile_s = time.perf_counter() - start
-        seconds, out = timed(lambda: compiled(params, batch), args.warmup, args.repeats, jax.block_until_ready)
+        seconds, out = timed(lambda: compiled(params, batch), args.warmup, args.repeats, jax.block_until_ready)  # noqa: B023 (called at once)
         if first_scores is None:
             first_scores = np.asarray(out.scores[0], np.float64)
         peak, peak_kind = jax_peak_bytes()
@@ -184,7 +185,6 @@ def run_jaxkn(args, cfg, params, prompts, answers, impl: str) -> tuple[list[dict
 def run_torch(args, cfg, params, prompts, answers) -> tuple[dict, np.ndarray]:
     """The PyTorch baseline on fact 0 (and the next ones for repeats); returns its row and fact 0's scores."""
     import torch
-
     import torch_baseline
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -224,7 +224,6 @@ def build_torch_model(shape: str, dtype: str, cfg, params, device: str):
     """A transformers model of the shape holding exactly `params` (copied through HF_NAMES), in eval mode."""
     import torch
     import transformers
-
     from jaxkn.convert.mapping import HF_NAMES
 
     torch_dtype = getattr(torch, dtype)

@@ -14,10 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from jaxkn.convert.mapping import (
+    GGUF_IGNORED_SUFFIXES,
+    GGUF_NAMES,
+    CheckpointError,
+    assemble_params,
+    gguf_transforms,
+)
 
 from jaxkn.config import ModelConfig, RopeScaling, UnsupportedConfigError
-from jaxkn.convert.mapping import (GGUF_IGNORED_SUFFIXES, GGUF_NAMES, CheckpointError, assemble_params,
-                                   gguf_transforms)
 from jaxkn.tokenizer import Tokenizer
 
 SUPPORTED_GGUF_ARCHITECTURES = ("llama",)

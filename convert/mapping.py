@@ -7,7 +7,7 @@ once with the expected shape, and every source tensor is used or explicitly igno
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 

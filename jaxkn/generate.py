@@ -18,7 +18,8 @@ for the first generated token in every mode.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,17 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from jaxkn.config import ModelConfig
-from jaxkn.model import Params, attention_mask, block, check_context, default_positions, embed, forward, lm_head
-from jaxkn.model import rope_tables
+from jaxkn.model import (
+    Params,
+    attention_mask,
+    block,
+    check_context,
+    default_positions,
+    embed,
+    forward,
+    lm_head,
+    rope_tables,
+)
 from jaxkn.runtime import bucket_length
 from jaxkn.site import SITES, SiteEdit
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -232,8 +233,8 @@ class AnswerProbability(NamedTuple):
     """per_token: P(y_k | prompt, y_<k) [..., K]; first: P(y_1 | prompt); joint: the product over k."""
 
     per_token: Float[Array, "... K"]
-    first: Float[Array, "..."]
-    joint: Float[Array, "..."]
+    first: Float[Array, ...]
+    joint: Float[Array, ...]
 
 
 class Effect(NamedTuple):
@@ -258,7 +259,7 @@ def teacher_forced_rows(prompt: Sequence[int], target: Sequence[int], pad_id: in
     return tokens, valid, (real - 1)[:, None].astype(np.int32), np.asarray(target, np.int32)
 
 
-def _target_probs(params, cfg, tokens, valid, read, targets, intervention) -> Float[Array, "K"]:
+def _target_probs(params, cfg, tokens, valid, read, targets, intervention) -> Float[Array, K]:
     logits = forward(params, tokens, cfg, valid=valid, edits=site_edits(intervention, valid),
                      logits_at=read).logits[:, 0]  # [K, V]
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)

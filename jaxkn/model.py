@@ -24,7 +24,8 @@ batches both work; a row's results do not depend on what else is in the batch.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +46,7 @@ class ContextLengthError(ValueError):
 
 # ---- building blocks ----------------------------------------------------------------------------------
 
-def rms_norm(x: Float[Array, "... D"], weight: Float[Array, "D"], eps: float) -> Float[Array, "... D"]:
+def rms_norm(x: Float[Array, "... D"], weight: Float[Array, D], eps: float) -> Float[Array, "... D"]:
     # Normalise in float32 and cast back before the weight, as HF's LlamaRMSNorm does (bit parity);
     # float64 inputs stay float64 (exactness proofs run under jax.enable_x64).
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))

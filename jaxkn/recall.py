@@ -22,7 +22,8 @@ generated token. Arrays of activations end in [L, F]; a neuron set is a sequence
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,13 +107,13 @@ def mean_activation(query_acts: Float[Array, "J L F"]) -> Float[Array, "L F"]:
     return jnp.mean(jnp.asarray(query_acts, jnp.float32), axis=0)
 
 
-def kn_score(acts: Float[Array, "... L F"], neurons) -> Float[Array, "..."]:
+def kn_score(acts: Float[Array, "... L F"], neurons) -> Float[Array, ...]:
     """The paper's KN Score: mean activation over the set."""
     values, _ = _gather(acts, neurons)
     return jnp.mean(values.astype(jnp.float32), axis=-1)
 
 
-def relative_score(acts: Float[Array, "... L F"], neurons, abar: Float[Array, "L F"]) -> Float[Array, "..."]:
+def relative_score(acts: Float[Array, "... L F"], neurons, abar: Float[Array, "L F"]) -> Float[Array, ...]:
     """The default score R: sign(abar)-weighted sum of activations over sum |abar| (module docstring)."""
     values, pairs = _gather(acts, neurons)
     ref = jnp.asarray(abar, jnp.float32)[pairs[:, 0], pairs[:, 1]]

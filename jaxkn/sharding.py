@@ -24,7 +24,8 @@ layout, memory analysis of 70B shapes) without allocating anything.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np

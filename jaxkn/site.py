@@ -22,7 +22,7 @@ Edits compose: the model applies a tuple of edits in order.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -29,9 +29,8 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
-from jaxtyping import Array, Float
-
 from jaxkn.kernels.blocks import SwigluBlocks, choose_blocks, round_up
+from jaxtyping import Array, Float
 
 _F32 = jnp.float32
 

@@ -7,8 +7,17 @@ from collections import Counter
 
 import pytest
 
-from jaxkn.data import (BUILTIN_PATH, EXEMPLAR_FACTS, RELATION_PAIRS, RELATIONS, build_items, builtin_items,
-                        builtin_metadata, load_items, parse_pair)
+from jaxkn.data import (
+    BUILTIN_PATH,
+    EXEMPLAR_FACTS,
+    RELATION_PAIRS,
+    RELATIONS,
+    build_items,
+    builtin_items,
+    builtin_metadata,
+    load_items,
+    parse_pair,
+)
 from jaxkn.data.__main__ import main
 from jaxkn.data.sources import fold, load_world
 

@@ -7,8 +7,16 @@ import random
 import numpy as np
 import pytest
 
-from jaxkn.data import (PromptStyle, TwoHopItem, builtin_items, filter_known, format_prompt, greedy_generate_fn,
-                        relation_answers, shared_prefix)
+from jaxkn.data import (
+    PromptStyle,
+    TwoHopItem,
+    builtin_items,
+    filter_known,
+    format_prompt,
+    greedy_generate_fn,
+    relation_answers,
+    shared_prefix,
+)
 from jaxkn.data.prefix_generate import common_prefix_length, prefix_greedy_generate
 from jaxkn.generate import greedy_generate
 

@@ -7,8 +7,16 @@ import json
 
 import pytest
 
-from jaxkn.data import (ItemFormatError, TwoHopItem, load_items, load_metadata, load_mquake, load_tfrkn,
-                        relation_answers, save_items)
+from jaxkn.data import (
+    ItemFormatError,
+    TwoHopItem,
+    load_items,
+    load_metadata,
+    load_mquake,
+    load_tfrkn,
+    relation_answers,
+    save_items,
+)
 
 # The TFRKN README's example record, in the JSON form the file uses (the README prints a Python dict).
 README_RECORD = json.loads("""{

@@ -6,8 +6,18 @@ import dataclasses
 
 import pytest
 
-from jaxkn.data import (ANSWER_FIRST, COT_EXEMPLARS, COT_STYLES, PromptStyle, builtin_items, format_chat,
-                        format_plain, format_prompt, prompt_parts, shared_prefix)
+from jaxkn.data import (
+    ANSWER_FIRST,
+    COT_EXEMPLARS,
+    COT_STYLES,
+    PromptStyle,
+    builtin_items,
+    format_chat,
+    format_plain,
+    format_prompt,
+    prompt_parts,
+    shared_prefix,
+)
 from jaxkn.tokenizer import Tokenizer
 
 Q = "What is the capital of Japan?"

@@ -14,14 +14,22 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from jaxkn.data.builder import ATTRIBUTION, build_items, build_metadata, parse_pair, pair_name
+from jaxkn.data.builder import ATTRIBUTION, build_items, build_metadata, pair_name, parse_pair
 from jaxkn.data.exemplars import ANSWER_FIRST, COT_EXEMPLARS, EXEMPLAR_FACTS
 from jaxkn.data.filter import FilterResult, filter_known, greedy_generate_fn
 from jaxkn.data.items import Hop, ItemFormatError, TwoHopItem, record_to_item, relation_answers
 from jaxkn.data.judge import extract_answer, is_correct, match, normalize
 from jaxkn.data.loaders import load_items, load_metadata, load_mquake, load_tfrkn, save_items
-from jaxkn.data.prompts import (COT_STYLES, DEFAULT_STYLE, PromptStyle, format_chat, format_plain, format_prompt,
-                                prompt_parts, shared_prefix)
+from jaxkn.data.prompts import (
+    COT_STYLES,
+    DEFAULT_STYLE,
+    PromptStyle,
+    format_chat,
+    format_plain,
+    format_prompt,
+    prompt_parts,
+    shared_prefix,
+)
 from jaxkn.data.relations import RELATION_PAIRS, RELATIONS
 
 BUILTIN_PATH = Path(__file__).with_name("geo_two_hop.json.gz")

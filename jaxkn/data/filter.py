@@ -19,8 +19,8 @@ from typing import Any
 
 from jaxkn.data.items import TwoHopItem, relation_answers
 from jaxkn.data.judge import first_line, is_correct
-from jaxkn.generate import greedy_generate
 from jaxkn.data.prompts import DEFAULT_STYLE, ChatTokenizer, PromptStyle, format_prompt
+from jaxkn.generate import greedy_generate
 
 GenerateFn = Callable[[list[str]], list[str]]
 

@@ -22,8 +22,8 @@ Conventions:
 from __future__ import annotations
 
 import functools
-import math
 import importlib.metadata as md
+import math
 import re
 import unicodedata
 from collections import defaultdict
@@ -133,7 +133,7 @@ def _country_entities(countries: dict) -> dict[str, Entity]:
         alias_lists[iso] = [pc.name, getattr(pc, "common_name", ""), getattr(pc, "official_name", ""),
                             *(info.get(iso, {}).get("altSpellings") or []), *_EXTRA_COUNTRY_ALIASES.get(iso, ())]
     counts = defaultdict(int)
-    for iso, cands in alias_lists.items():
+    for cands in alias_lists.values():
         for key in {_bare(a) for a in cands if isinstance(a, str)}:
             counts[key] += 1
     ambiguous = {k for k, n in counts.items() if n > 1} | {_bare(n) for n in names.values()}
@@ -209,7 +209,7 @@ def _distance_km(a: dict, b: dict) -> float:
 
 def _select_cities(by_country, country_ents, capitals, per_country: int, min_population: int) -> list[Entity]:
     by_name = defaultdict(list)
-    for iso, cities in by_country.items():
+    for cities in by_country.values():
         for c in cities:
             by_name[fold(c["name"])].append(c)
     chosen = []
