@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkn.generate import KVCache, _decode_rows, left_pad, prefill
+from jaxkn.generate import KVCache, decode_rows, left_pad, prefill
 from jaxkn.runtime import bucket_length
 from jaxkn.site import SiteEdit
 
@@ -30,9 +30,9 @@ def _step(params, cfg, cache: KVCache, token, position, slot, factors, site: str
     scale = jnp.moveaxis(factors, 0, 1)[:, :, None, :]  # [L, N, 1, F]
     edit = (SiteEdit(scale=scale, shift=None, where=jnp.ones((scale.shape[0], n_rows, 1, 1), scale.dtype),
                      site=site),)
-    logits, kv, _ = _decode_rows(params, cfg, cache, token, position, edit, ())
+    logits, kv, _ = decode_rows(params, cfg, cache, token, position, edit, ())
     if mode == "last":  # the cache keeps what an unscaled pass computes at this position
-        _, kv, _ = _decode_rows(params, cfg, cache, token, position, (), ())
+        _, kv, _ = decode_rows(params, cfg, cache, token, position, (), ())
     k_new, v_new = kv
     cache = KVCache(
         k=jax.lax.dynamic_update_slice_in_dim(cache.k, k_new, slot, axis=2),

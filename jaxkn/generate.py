@@ -88,8 +88,12 @@ def prefill(params: Params, cfg: ModelConfig, tokens, valid, n_slots: int, scale
     )
 
 
-def _decode_rows(params, cfg, cache: KVCache, token, position, edits, capture):
-    """One new token per row against the cache: returns (logits [B, V], new k/v [L, B, 1, K, E], captures)."""
+def decode_rows(params, cfg, cache: KVCache, token, position, edits, capture):
+    """One new token per row against the cache: returns (logits [B, V], new k/v [L, B, 1, K, E], captures).
+
+    The building block of `decode_step`, public for callers that batch their own decoding conditions over
+    one shared cache (the two-hop study decodes all intervention conditions of an item this way).
+    """
     x = embed(params, token[:, None])
     cos, sin = rope_tables(cfg, position[:, None])
     own_valid = jnp.ones_like(token, bool)[:, None]
@@ -115,11 +119,11 @@ def decode_step(params, cfg: ModelConfig, cache: KVCache, token, position, slot,
         both = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]),
                                       _step_edit(scale, site, batch, 0.0), _step_edit(scale, site, batch, 1.0))
         logits, kv, captured = jax.vmap(
-            lambda e: _decode_rows(params, cfg, cache, token, position, e, capture))(both)
+            lambda e: decode_rows(params, cfg, cache, token, position, e, capture))(both)
         logits, kv, captured = logits[1], jax.tree_util.tree_map(lambda a: a[0], kv), \
             jax.tree_util.tree_map(lambda a: a[1], captured)
     else:
-        logits, kv, captured = _decode_rows(params, cfg, cache, token, position,
+        logits, kv, captured = decode_rows(params, cfg, cache, token, position,
                                             _step_edit(scale, site, batch, 1.0), capture)
     k_new, v_new = kv
     cache = KVCache(
