@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkn.generate import KVCache, decode_rows, left_pad, prefill
+from jaxkn.generate import KVCache, decode_rows, left_pad, prefill, write_cache
 from jaxkn.runtime import bucket_length
 from jaxkn.site import SiteEdit
 
@@ -33,14 +33,7 @@ def _step(params, cfg, cache: KVCache, token, position, slot, factors, site: str
     logits, kv, _ = decode_rows(params, cfg, cache, token, position, edit, ())
     if mode == "last":  # the cache keeps what an unscaled pass computes at this position
         _, kv, _ = decode_rows(params, cfg, cache, token, position, (), ())
-    k_new, v_new = kv
-    cache = KVCache(
-        k=jax.lax.dynamic_update_slice_in_dim(cache.k, k_new, slot, axis=2),
-        v=jax.lax.dynamic_update_slice_in_dim(cache.v, v_new, slot, axis=2),
-        valid=jax.lax.dynamic_update_slice_in_dim(cache.valid, jnp.ones((n_rows, 1), bool), slot, axis=1),
-        positions=jax.lax.dynamic_update_slice_in_dim(cache.positions, position[:, None], slot, axis=1),
-    )
-    return logits, cache
+    return logits, write_cache(cache, kv, slot, position)
 
 
 def decode_conditions(params, cfg, prompt: list[int], factors: np.ndarray, max_new_tokens: int, *,

@@ -109,6 +109,18 @@ def decode_rows(params, cfg, cache: KVCache, token, position, edits, capture):
     return lm_head(cfg, params, x[:, 0]), kv, captured
 
 
+def write_cache(cache: KVCache, kv: tuple[Array, Array], slot, position: Int[Array, "B"]) -> KVCache:
+    """Stores one new token per row (keys/values [L, B, 1, K, E] at RoPE `position`) in cache slot `slot`."""
+    k_new, v_new = kv
+    update = jax.lax.dynamic_update_slice_in_dim
+    return KVCache(
+        k=update(cache.k, k_new, slot, axis=2),
+        v=update(cache.v, v_new, slot, axis=2),
+        valid=update(cache.valid, jnp.ones((position.shape[0], 1), bool), slot, axis=1),
+        positions=update(cache.positions, position[:, None], slot, axis=1),
+    )
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "mode", "site", "capture"))
 def decode_step(params, cfg: ModelConfig, cache: KVCache, token, position, slot, scale, mode: str, site: str,
                 capture: tuple[str, ...] = ()):
@@ -125,13 +137,7 @@ def decode_step(params, cfg: ModelConfig, cache: KVCache, token, position, slot,
     else:
         logits, kv, captured = decode_rows(params, cfg, cache, token, position,
                                             _step_edit(scale, site, batch, 1.0), capture)
-    k_new, v_new = kv
-    cache = KVCache(
-        k=jax.lax.dynamic_update_slice_in_dim(cache.k, k_new, slot, axis=2),
-        v=jax.lax.dynamic_update_slice_in_dim(cache.v, v_new, slot, axis=2),
-        valid=jax.lax.dynamic_update_slice_in_dim(cache.valid, jnp.ones((batch, 1), bool), slot, axis=1),
-        positions=jax.lax.dynamic_update_slice_in_dim(cache.positions, position[:, None], slot, axis=1),
-    )
+    cache = write_cache(cache, kv, slot, position)
     captured = {s: a[:, :, 0] for s, a in captured.items()}  # [L, B, F]
     return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache, captured
 
