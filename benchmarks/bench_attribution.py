@@ -12,9 +12,8 @@ PyTorch baseline's (relative error, coarse KN sets at t = 0.2 ignoring neurons w
 
 from __future__ import annotations
 
-import os
-
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -109,8 +108,8 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
     import transformers
-
     from jaxkn.convert.smollm2 import gguf_path
+
     from jaxkn.loading import load_default_model
 
     torch.set_num_threads(args.threads)

@@ -16,7 +16,7 @@ Import from tests or scripts with `sys.path.insert(0, "<repo>/benchmarks")`, the
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -178,10 +178,10 @@ def captum_attribute_fact(model, prompt: Sequence[int], answer: Sequence[int], *
             probe = _PositionSite(None if site == "product" else original, pos, 0.0, before=site == "product")
             setattr(mlp, name, _Site(probe, original) if site == "product" else probe)
             try:
-                def forward(input_ids, switch):
-                    probe.switch = switch
-                    logits = model(input_ids).logits[:, pos]
-                    return torch.softmax(logits.float(), dim=-1)[:, gold]
+                def forward(input_ids, switch):  # closes over this iteration's probe, pos, gold: used before they change
+                    probe.switch = switch  # noqa: B023
+                    logits = model(input_ids).logits[:, pos]  # noqa: B023
+                    return torch.softmax(logits.float(), dim=-1)[:, gold]  # noqa: B023
 
                 lig = LayerIntegratedGradients(forward, probe)
                 attr = lig.attribute((ids, torch.ones(1)), baselines=(ids, torch.zeros(1)), n_steps=steps,

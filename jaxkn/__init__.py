@@ -18,17 +18,33 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.abspath(__file__))
 
 # The public surface (re-exported; everything else is reached through its module).
 from jaxkn.attribution import (  # noqa: E402
-    AttributionConfig, AttributionInputError, Attributions, attribute, attribute_ids,
+    AttributionConfig,
+    AttributionInputError,
+    Attributions,
+    attribute,
+    attribute_ids,
 )
 from jaxkn.config import ModelConfig, RopeScaling, UnsupportedConfigError  # noqa: E402
 from jaxkn.edits import edit_toward_token, erase_neurons  # noqa: E402
 from jaxkn.interventions import (  # noqa: E402
-    Intervention, answer_probability, compose, enhance, random_control, scale_neurons, suppress, sweep_factors,
+    Intervention,
+    answer_probability,
+    compose,
+    enhance,
+    random_control,
+    scale_neurons,
+    suppress,
+    sweep_factors,
     sweep_sets,
 )
 from jaxkn.loading import load_default_model, load_model  # noqa: E402
 from jaxkn.model import (  # noqa: E402
-    ContextLengthError, ForwardOutput, forward, init_params, param_shapes, summarize,
+    ContextLengthError,
+    ForwardOutput,
+    forward,
+    init_params,
+    param_shapes,
+    summarize,
 )
 from jaxkn.neurons import KnowledgeNeurons, adaptive_refine, coarse_neurons, refined_neurons, to_eleuther  # noqa: E402
 from jaxkn.recall import kn_score, relative_score, site_activations  # noqa: E402

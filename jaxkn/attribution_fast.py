@@ -32,7 +32,15 @@ from jaxtyping import Array, Bool, Float, Int
 from jaxkn.attribution import AttributionBatch, AttributionConfig, PointGradients, gold_probability
 from jaxkn.config import ModelConfig
 from jaxkn.model import (
-    attention_mask, block, default_positions, embed, lm_head, mlp, project_qkv, rms_norm, rope_tables,
+    attention_mask,
+    block,
+    default_positions,
+    embed,
+    lm_head,
+    mlp,
+    project_qkv,
+    rms_norm,
+    rope_tables,
 )
 from jaxkn.site import SiteEdit
 

@@ -12,7 +12,7 @@ EleutherAI's `[[layer, index], ...]`. An empty refined set is data, not an error
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -101,7 +101,7 @@ class KnowledgeNeurons:
       attribution_config: what to attribute (`AttributionConfig`, default: METHOD.md's defaults).
     """
 
-    def __init__(self, cfg, params, tokenizer, attribution_config: AttributionConfig = AttributionConfig()):
+    def __init__(self, cfg, params, tokenizer, attribution_config: AttributionConfig = AttributionConfig()):  # noqa: B008 (frozen: immutable default)
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
         self.attribution_config = attribution_config
 

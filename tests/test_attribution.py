@@ -7,7 +7,12 @@ import pytest
 from attribution_helpers import ANSWERS, PROMPTS, relative_error
 
 from jaxkn.attribution import (
-    AttributionConfig, AttributionInputError, answer_token_ids, attribute, attribute_ids, make_batch,
+    AttributionConfig,
+    AttributionInputError,
+    answer_token_ids,
+    attribute,
+    attribute_ids,
+    make_batch,
     quadrature_rule,
 )
 from jaxkn.model import ContextLengthError, forward

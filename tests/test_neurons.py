@@ -7,7 +7,12 @@ import pytest
 
 from jaxkn.attribution import AttributionConfig, attribute_ids
 from jaxkn.neurons import (
-    KnowledgeNeurons, adaptive_refine, batch_coarse_neurons, coarse_neurons, refined_neurons, to_eleuther,
+    KnowledgeNeurons,
+    adaptive_refine,
+    batch_coarse_neurons,
+    coarse_neurons,
+    refined_neurons,
+    to_eleuther,
 )
 
 
