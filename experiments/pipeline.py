@@ -198,7 +198,7 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
     if distributed:
         import jax
 
-        _merge_hosts(store, mine, len(selected))
+        facts = _merge_hosts(store, mine, len(selected), facts, settings.attribution_key(model_id))
         if jax.process_index() != 0:
             return store.root / "report.md"  # process 0 writes the aggregate
     timings["total_this_session"] = time.time() - started
@@ -208,16 +208,30 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
     return report
 
 
-def _merge_hosts(store: ResultStore, mine: Sequence, n_selected: int) -> None:
-    """Gathers every host's item results once; process 0 writes the ones it lacks."""
+def _merge_hosts(store: ResultStore, mine: Sequence, n_selected: int, facts: dict, attribution_key: str) -> dict:
+    """Gathers every host's item results and facts once; process 0 writes the ones it lacks.
+
+    Returns the facts of every selected item (each host computed only its own items' facts): the summary's fact
+    statistics must cover all of them, as in a single-process run.
+    """
     import jax
 
     from jaxkn.distributed import check_unique, gather_results
 
-    local = [store.read(f"items/{it.case_id}.json") for it in mine]
+    local = [{"item": store.read(f"items/{it.case_id}.json"),
+              "facts": [[list(it.hop(h).triple_id), facts[tuple(it.hop(h).triple_id)]] for h in (1, 2)]}
+             for it in mine]
     everything = gather_results(local, n_selected)
-    check_unique(everything, "case_id")
+    check_unique([e["item"] for e in everything], "case_id")
+    merged = {}
+    for entry in everything:
+        for triple, fact in entry["facts"]:
+            merged.setdefault(tuple(triple), fact)
     if jax.process_index() == 0:
-        for res in everything:
-            if not store.has_item(res["case_id"]):
-                store.write_item(res["case_id"], res)
+        for entry in everything:
+            if not store.has_item(entry["item"]["case_id"]):
+                store.write_item(entry["item"]["case_id"], entry["item"])
+        for triple, fact in merged.items():
+            if store.fact(fact_key(triple, attribution_key)) is None:
+                store.write_fact(fact_key(triple, attribution_key), fact)
+    return merged
