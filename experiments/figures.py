@@ -22,6 +22,13 @@ def _bars(ax, x, cis, width, label, **kw):
     ax.bar(x, np.nan_to_num(est), width, yerr=err, capsize=3, label=label, **kw)
 
 
+def _save(fig, path, dpi: int = 90):
+    """Every figure is written the same way, and closed so a long run does not accumulate open figures."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def kn_scores(n, s, path):
     r = n["recall"]
     groups = ["single"] + list(s.cot)
@@ -36,9 +43,7 @@ def kn_scores(n, s, path):
         ax.axhline(s.tau, ls=":", c="k", lw=0.8)
     axes[0].set_ylabel(f"relative KN score R (CoT: {s.cot_summary})")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def outcomes(n, s, path):
@@ -52,9 +57,7 @@ def outcomes(n, s, path):
     ax.set_ylabel("items (no CoT)")
     ax.set_title("two-hop outcome by recall pattern")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def interventions(n, s, path):
@@ -70,9 +73,7 @@ def interventions(n, s, path):
     ax.set_ylabel("change of P(answer)")
     ax.set_title("interventions on knowledge neurons (no CoT)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def conflict(n, s, path):
@@ -91,9 +92,7 @@ def conflict(n, s, path):
     axes[1].set_xticks(x, [f"counterfactual hop {h}" for h in HOPS])
     axes[1].set_ylabel("share of answers following")
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def tau_curve(n, s, path):
@@ -108,9 +107,7 @@ def tau_curve(n, s, path):
     ax.set_xlabel("tau")
     ax.set_ylabel("share recalled (dotted: random control)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def draw_all(numbers, table, settings, folder: Path) -> list[str]:
