@@ -224,6 +224,7 @@ def build_torch_model(shape: str, dtype: str, cfg, params, device: str):
     """A transformers model of the shape holding exactly `params` (copied through HF_NAMES), in eval mode."""
     import torch
     import transformers
+
     from jaxkn.convert.mapping import HF_NAMES
 
     torch_dtype = getattr(torch, dtype)

@@ -108,9 +108,9 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
     import transformers
-    from jaxkn.convert.smollm2 import gguf_path
 
-    from jaxkn.loading import load_default_model
+    from jaxkn.convert.loading import load_default_model
+    from jaxkn.convert.smollm2 import gguf_path
 
     torch.set_num_threads(args.threads)
     enable_compilation_cache()

@@ -25,6 +25,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from jaxkn.kernels.swiglu import swiglu_mlp, swiglu_reference
 
 SHAPES = {"llama2-7b": (4096, 11008), "llama3-8b": (4096, 14336), "mistral-7b": (4096, 14336),

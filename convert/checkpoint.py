@@ -16,9 +16,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxkn.convert.mapping import CheckpointError
 
 from jaxkn.config import ModelConfig
+from jaxkn.convert.mapping import CheckpointError
 from jaxkn.model import param_shapes
 from jaxkn.tokenizer import Tokenizer
 

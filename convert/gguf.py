@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from jaxkn.config import ModelConfig, RopeScaling, UnsupportedConfigError
 from jaxkn.convert.mapping import (
     GGUF_IGNORED_SUFFIXES,
     GGUF_NAMES,
@@ -21,8 +23,6 @@ from jaxkn.convert.mapping import (
     assemble_params,
     gguf_transforms,
 )
-
-from jaxkn.config import ModelConfig, RopeScaling, UnsupportedConfigError
 from jaxkn.tokenizer import Tokenizer
 
 SUPPORTED_GGUF_ARCHITECTURES = ("llama",)

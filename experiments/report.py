@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from jaxkn.experiments.analysis import HOPS, TARGETS, analyse, item_table
 from jaxkn.experiments.settings import StudyConfig
 

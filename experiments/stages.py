@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from jaxkn.experiments.conditions import decode_conditions
-from jaxkn.experiments.settings import StudyConfig
 
 from jaxkn.attribution import AttributionConfig, answer_token_ids, attribute_ids
 from jaxkn.data import PromptStyle, TwoHopItem, filter_known, format_prompt, is_correct
 from jaxkn.data.prompts import COT_STYLES
+from jaxkn.experiments.conditions import decode_conditions
+from jaxkn.experiments.settings import StudyConfig
 from jaxkn.interventions import random_neurons
 from jaxkn.recall import generated_activations, kn_score, relative_score, site_activations
 

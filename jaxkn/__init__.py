@@ -25,6 +25,7 @@ from jaxkn.attribution import (  # noqa: E402
     attribute_ids,
 )
 from jaxkn.config import ModelConfig, RopeScaling, UnsupportedConfigError  # noqa: E402
+from jaxkn.convert.loading import load_default_model, load_model  # noqa: E402
 from jaxkn.edits import edit_toward_token, erase_neurons  # noqa: E402
 from jaxkn.interventions import (  # noqa: E402
     Intervention,
@@ -37,7 +38,6 @@ from jaxkn.interventions import (  # noqa: E402
     sweep_factors,
     sweep_sets,
 )
-from jaxkn.loading import load_default_model, load_model  # noqa: E402
 from jaxkn.model import (  # noqa: E402
     ContextLengthError,
     ForwardOutput,

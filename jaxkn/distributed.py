@@ -28,6 +28,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxkn.sharding import batch_sharding, to_host  # noqa: F401 (to_host is re-exported)
+
 
 class DistributedError(RuntimeError):
     """Hosts disagree about the work (lost or duplicated items, a bad process index)."""
@@ -149,20 +151,9 @@ def global_batch(local_rows: Any, mesh) -> Any:
     Each host passes the rows its devices hold along "data"; with one process this equals
     `jax.device_put(rows, batch_sharding(mesh))`. Every host must pass the same number of rows.
     """
-    from jaxkn.sharding import batch_sharding
-
     sharding = batch_sharding(mesh)
     return jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)),
                                   local_rows)
-
-
-def to_host(array: jax.Array) -> np.ndarray:
-    """The whole global array as numpy on every host (gathers shards held by other processes)."""
-    if array.is_fully_addressable:
-        return np.asarray(array)
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 __all__ = [

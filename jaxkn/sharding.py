@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxkn.config import ModelConfig
@@ -204,10 +205,15 @@ def shard_batch(batch: Any, mesh: Mesh) -> tuple[Any, int]:
 def unpad(result: Any, n_rows: int) -> Any:
     """Drops the padding rows `shard_batch` added (leading axis) and brings results to the host as numpy
     (gathering shards other processes hold when the mesh spans hosts)."""
-    from jaxkn.distributed import to_host
-
     return jax.tree_util.tree_map(lambda a: (to_host(a) if isinstance(a, jax.Array) else np.asarray(a))[:n_rows],
                                   result)
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+    """The whole global array as numpy on every host (gathers shards held by other processes)."""
+    if array.is_fully_addressable:
+        return np.asarray(array)
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 def run_sharded(fn, params: Params, batch: Any, *args, mesh: Mesh, **kwargs) -> Any:
@@ -231,5 +237,5 @@ def describe_placement(array: jax.Array) -> list[tuple[int, tuple]]:
 __all__ = [
     "AXES", "RULES", "ShardingError", "make_mesh", "parse_mesh", "param_specs", "param_shardings", "shard_params",
     "on_mesh", "place_params", "abstract_params", "batch_sharding", "pad_rows", "shard_batch", "unpad", "run_sharded",
-    "describe_placement",
+    "describe_placement", "to_host",
 ]

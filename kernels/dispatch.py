@@ -23,10 +23,10 @@ depend on the implementation.
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jaxkn.kernels.swiglu import swiglu_mlp
 from jaxtyping import Array, Float
 
 from jaxkn.config import ModelConfig
+from jaxkn.kernels.swiglu import swiglu_mlp
 from jaxkn.site import SiteEdit
 
 KERNEL_IMPLS = ("pallas", "pallas_interpret")

@@ -29,8 +29,9 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
-from jaxkn.kernels.blocks import SwigluBlocks, choose_blocks, round_up
 from jaxtyping import Array, Float
+
+from jaxkn.kernels.blocks import SwigluBlocks, choose_blocks, round_up
 
 _F32 = jnp.float32
 

@@ -42,9 +42,9 @@ def make_tiny_hf(variant: str, seed: int = 0):
 def tiny_jax_from_hf(hf_model):
     """(cfg, params) converted in memory from a transformers model (the on-disk path is tested in test_convert)."""
     import jax.numpy as jnp
-    from jaxkn.convert.mapping import assemble_params
 
     from jaxkn.config import ModelConfig
+    from jaxkn.convert.mapping import assemble_params
 
     cfg = ModelConfig.from_hf_dict(hf_model.config.to_dict())
     sd = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
@@ -90,6 +90,7 @@ def smollm2_hf():
     """transformers' own SmolLM2 loaded from the same GGUF file (float32, eval): the PyTorch reference."""
     import torch
     import transformers
+
     from jaxkn.convert.smollm2 import gguf_path
 
     path = gguf_path()
@@ -102,6 +103,7 @@ def smollm2_hf():
 def smollm2_hf_tokenizer():
     """transformers' tokenizer built from the same GGUF file (the reference for jaxkn.Tokenizer)."""
     import transformers
+
     from jaxkn.convert.smollm2 import gguf_path
 
     path = gguf_path()

@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from jaxkn import ContextLengthError, UnsupportedConfigError, forward, load_model
 from jaxkn.convert.__main__ import main as convert_main
 from jaxkn.convert.checkpoint import restore_params, save_checkpoint
 from jaxkn.convert.gguf import convert_gguf
 from jaxkn.convert.hf import convert_hf
 from jaxkn.convert.mapping import CheckpointError, permute_rope_rows
-
-from jaxkn import ContextLengthError, UnsupportedConfigError, forward, load_model
 
 ROWS = [[5, 9, 3, 17, 33, 2, 40], [7, 1, 60], [11, 22, 33, 44, 55]]  # ragged: right-padded in one batch
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from jaxkn.experiments import two_hop
 from jaxkn.experiments.analysis import outcome_numbers, recall_numbers
 from jaxkn.experiments.settings import StudyConfig
@@ -191,7 +192,6 @@ def test_same_command_on_a_tiny_llama_checkpoint(tiny_checkpoint, tmp_path):
 def test_batched_conditions_decode_like_generate_per_condition(tiny_models, mode):
     """Row n of `decode_conditions` is what `jaxkn.generate.generate` gives under factor n alone."""
     from jaxkn.experiments.conditions import decode_conditions
-
     from jaxkn.generate import generate
 
     _, cfg, params = tiny_models["llama2"]

@@ -29,6 +29,7 @@ TINY = ["--limit", "2", "--queries-per-hop", "2", "--steps", "2", "--cot-tokens"
 
 def _worker(checkpoint: str, dataset: str, out_dir: Path) -> None:
     import jax
+
     from jaxkn.experiments import two_hop
 
     assert len(jax.devices()) == 8, jax.devices()

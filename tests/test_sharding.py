@@ -35,11 +35,11 @@ def rel_err(got, ref) -> float:
 
 def _worker(out_dir: Path) -> None:
     import jax
-    from jaxkn.convert.checkpoint import restore_params, save_checkpoint
 
     from jaxkn import interventions, sharding
     from jaxkn.attribution import AttributionConfig, attribute_batch, attribute_ids, make_batch
     from jaxkn.config import ModelConfig
+    from jaxkn.convert.checkpoint import restore_params, save_checkpoint
     from jaxkn.generate import greedy_generate
     from jaxkn.model import forward, init_params
     from jaxkn.runtime import enable_compilation_cache

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from jaxkn.experiments.stats import bootstrap, conditional_share_ci, mean_ci, paired_difference_ci, share_ci
 
 

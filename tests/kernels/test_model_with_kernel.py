@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jaxkn.kernels.dispatch import combined_terms, mlp_with_edits
 
+from jaxkn.kernels.dispatch import combined_terms, mlp_with_edits
 from jaxkn.model import forward, layer_slice
 from jaxkn.site import SiteEdit, scale_edit
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from jaxkn.kernels import swiglu
 from jaxkn.kernels.blocks import SwigluBlocks, choose_blocks
 from jaxkn.kernels.swiglu import swiglu_mlp, swiglu_reference

@@ -29,7 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from jaxkn.attribution import AttributionBatch, AttributionConfig, PointGradients, gold_probability
+from jaxkn.attribution.config import AttributionConfig
+from jaxkn.attribution.inputs import AttributionBatch
+from jaxkn.attribution.results import PointGradients, gold_probability
 from jaxkn.config import ModelConfig
 from jaxkn.model import (
     attention_mask,

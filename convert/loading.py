@@ -16,6 +16,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxkn.config import ModelConfig
+from jaxkn.convert.checkpoint import is_checkpoint, load_checkpoint
+from jaxkn.convert.gguf import convert_gguf
+from jaxkn.convert.hf import convert_hf
+from jaxkn.convert.mapping import CheckpointError
+from jaxkn.convert.smollm2 import convert_smollm2
 from jaxkn.runtime import cache_dir
 
 DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
@@ -31,9 +36,6 @@ def load_model(path: str | Path, dtype: str | None = None, shardings=None):
       shardings: optional pytree of `jax.sharding.Sharding` matching the params (jaxkn checkpoints only
         restore straight into it; converted sources are placed with `jax.device_put`).
     """
-    from jaxkn.convert.checkpoint import is_checkpoint, load_checkpoint
-    from jaxkn.convert.mapping import CheckpointError
-
     path = Path(path)
     if is_checkpoint(path):
         cfg, params, tokenizer = load_checkpoint(path, shardings)
@@ -42,12 +44,8 @@ def load_model(path: str | Path, dtype: str | None = None, shardings=None):
             params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
         return cfg, params, tokenizer
     if path.is_file() and path.suffix == ".gguf":
-        from jaxkn.convert.gguf import convert_gguf
-
         cfg, params, tokenizer = convert_gguf(path, dtype)
     elif path.is_dir() and (path / "config.json").is_file():
-        from jaxkn.convert.hf import convert_hf
-
         cfg, params, tokenizer = convert_hf(path, dtype)
     else:
         raise CheckpointError(f"{path} is neither a jaxkn checkpoint folder, an HF model folder (config.json) "
@@ -74,8 +72,6 @@ def load_default_model(dtype: str | None = None, shardings=None):
     """
     target = default_model_dir()
     if not target.is_dir():
-        from jaxkn.convert.smollm2 import convert_smollm2
-
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_DIR}-", dir=target.parent))
         try:
