@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from jaxkn.experiments.results import ItemResult
 from jaxkn.experiments.settings import StudyConfig
 from jaxkn.experiments.stats import conditional_share_ci, mean_ci, paired_difference_ci, share_ci
 
@@ -21,48 +22,51 @@ KINDS = ("enhance", "suppress", "random_enhance", "random_suppress")
 TAUS = tuple(np.round(np.arange(0.25, 1.0001, 0.05), 2))
 
 
-def _get(d, *keys, default=np.nan):
-    for k in keys:
-        if not isinstance(d, dict) or k not in d or d[k] is None:
-            return default
-        d = d[k]
-    return d
+def _num(value) -> float:
+    return np.nan if value is None else value
 
 
-def item_row(res: dict, cot_settings) -> dict:
+def _read(reads: dict, name: str, key: str) -> float:
+    return _num(reads.get(name, {}).get(key))
+
+
+def item_row(res: ItemResult, cot_settings) -> dict:
     """One item's result as a flat row (NaN where a hop has no knowledge neurons)."""
-    row = {"case_id": res["case_id"], "relation1": res["relations"][0], "relation2": res["relations"][1],
-           "answer": res["answer"], "bridge": res["bridge"]}
+    row = {"case_id": res.case_id, "relation1": res.relations[0], "relation2": res.relations[1],
+           "answer": res.answer, "bridge": res.bridge}
     for h in HOPS:
-        row[f"kn{h}"] = res["kn_sizes"][f"hop{h}"]
+        row[f"kn{h}"] = res.kn_sizes[f"hop{h}"]
+        single = res.single.get(f"hop{h}")
         for name, key in (("single", "R"), ("single_random", "R_random"), ("single_paper", "paper")):
-            row[f"{name}{h}"] = _get(res, "single", f"hop{h}", key)
+            row[f"{name}{h}"] = _num(getattr(single, key)) if single else np.nan
     for c in cot_settings:
-        row[f"{c}_correct"] = bool(_get(res, "cot", c, "correct", default=False))
-        row[f"{c}_answer"] = _get(res, "cot", c, "answer_text", default="")
+        read = res.cot.get(c)
+        row[f"{c}_correct"] = bool(read.correct) if read else False
+        row[f"{c}_answer"] = read.answer_text if read else ""
         for h in HOPS:
             for suffix, key in (("", "R"), ("_mean", "R_mean"), ("_paper", "paper")):
-                row[f"{c}_h{h}{suffix}"] = _get(res, "cot", c, "reads", f"hop{h}", key)
-                row[f"{c}_h{h}_random{suffix}"] = _get(res, "cot", c, "reads", f"hop{h}_random", key)
-    row["none_says_bridge"] = bool(_get(res, "cot", "none", "says_bridge", default=False))
-    iv = res.get("interventions", {})
-    row["base_p"] = _get(iv, "base", "p_first")
-    row["base_correct"] = float(_get(iv, "base", "correct", default=False))
+                row[f"{c}_h{h}{suffix}"] = _read(read.reads, f"hop{h}", key) if read else np.nan
+                row[f"{c}_h{h}_random{suffix}"] = _read(read.reads, f"hop{h}_random", key) if read else np.nan
+    none = res.cot.get("none")
+    row["none_says_bridge"] = bool(none.says_bridge) if none else False
+    iv = res.interventions
+    row["base_p"] = _num(iv["base"].p_first) if "base" in iv else np.nan
+    row["base_correct"] = float(iv["base"].correct) if "base" in iv else 0.0
     for t in TARGETS:
         for k in KINDS:
-            row[f"{t}_{k}_p"] = _get(iv, f"{t}/{k}", "p_first")
-            correct = _get(iv, f"{t}/{k}", "correct")
-            row[f"{t}_{k}_correct"] = float(correct) if not isinstance(correct, float) else correct
+            cond = iv.get(f"{t}/{k}")
+            row[f"{t}_{k}_p"] = _num(cond.p_first) if cond else np.nan
+            row[f"{t}_{k}_correct"] = float(cond.correct) if cond else np.nan
     for h in HOPS:
-        conflict = _get(res, "conflict", f"hop{h}", default={})
-        row[f"conflict{h}_R"] = _get(conflict, "reads", f"hop{h}", "R")
-        row[f"conflict{h}_R_random"] = _get(conflict, "reads", f"hop{h}_random", "R")
-        row[f"conflict{h}_follows"] = conflict.get("follows", "") if isinstance(conflict, dict) else ""
-        row[f"conflict{h}_counterfactual"] = conflict.get("counterfactual", "") if isinstance(conflict, dict) else ""
+        conflict = res.conflict.get(f"hop{h}")
+        row[f"conflict{h}_R"] = _read(conflict.reads, f"hop{h}", "R") if conflict else np.nan
+        row[f"conflict{h}_R_random"] = _read(conflict.reads, f"hop{h}_random", "R") if conflict else np.nan
+        row[f"conflict{h}_follows"] = conflict.follows if conflict else ""
+        row[f"conflict{h}_counterfactual"] = conflict.counterfactual if conflict else ""
     return row
 
 
-def item_table(results: list[dict], cot_settings) -> pd.DataFrame:
+def item_table(results: list[ItemResult], cot_settings) -> pd.DataFrame:
     return pd.DataFrame([item_row(r, cot_settings) for r in results])
 
 

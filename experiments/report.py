@@ -14,17 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from jaxkn.experiments.analysis import HOPS, TARGETS, analyse, item_table
+from jaxkn.experiments.figures import draw_all
+from jaxkn.experiments.report_claims import claim_sections
+from jaxkn.experiments.results import StudySummary, to_json
 from jaxkn.experiments.settings import StudyConfig
 
 REGENERATE = "python -m jaxkn.experiments.two_hop --out experiments/default_run"
-
-
-def _fmt(ci: dict | None, pct: bool = False) -> str:
-    if not ci or ci.get("estimate") is None:
-        return "n/a"
-    f = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%") if pct else (lambda v: "n/a" if v is None else
-                                                                           f"{v:+.3f}")
-    return f"{f(ci['estimate'])} [{f(ci['low'])}, {f(ci['high'])}] (n={ci['n']})"
 
 
 def _direction(ci: dict | None, sign: int) -> str:
@@ -77,7 +72,7 @@ def verdicts(n: dict) -> dict:
 def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: dict, n_dataset: int,
                  selected: list, facts: dict, timings: dict) -> Path:
     """Writes items.csv, summary.json, report.md and figures/ into the results folder; returns report.md."""
-    results = [r for r in store.items() if r["case_id"] in set(selected)]
+    results = [r for r in store.items() if r.case_id in set(selected)]
     table = item_table(results, settings.cot)
     table.to_csv(store.root / "items.csv", index=False)
     numbers = analyse(table, settings) if len(table) else {"n_items": 0}
@@ -88,9 +83,9 @@ def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: d
                    "studied": len(selected), "by_pair": filter_state["pairs"],
                    "rule": f"a hop is known when >= ceil(queries_per_hop / 2) of its first "
                            f"{settings.queries_per_hop} queries are answered correctly (greedy, 3-shot)"},
-        "facts": {"unique": len(facts), "empty_kn": sum(1 for f in facts.values() if not f["neurons"]),
-                  "completeness_error_max": max((f["completeness_error_max"] for f in facts.values()), default=0.0),
-                  "completeness_error_median": float(np.median([f["completeness_error_max"] for f in facts.values()]))
+        "facts": {"unique": len(facts), "empty_kn": sum(1 for f in facts.values() if not f.neurons),
+                  "completeness_error_max": max((f.completeness_error_max for f in facts.values()), default=0.0),
+                  "completeness_error_median": float(np.median([f.completeness_error_max for f in facts.values()]))
                   if facts else 0.0},
         "conventions": {
             "score": "relative score R (METHOD §5); the paper's mean activation is in items.csv (*_paper)",
@@ -104,16 +99,16 @@ def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: d
     }
     if len(table):
         summary["verdicts"] = verdicts(numbers)
-        from jaxkn.experiments.figures import draw_all
-
         summary["figures"] = draw_all(numbers, table, settings, store.root / "figures")
-    store.write("summary.json", summary)
+    record = to_json(StudySummary(**summary))
+    store.write("summary.json", record)
     path = store.root / "report.md"
-    path.write_text(render_markdown(summary), encoding="utf-8")
+    path.write_text(render_markdown(record), encoding="utf-8")
     return path
 
 
 def _settings_lines(s: dict) -> list[str]:
+    s = {**s, **s.get("attribution", {})}  # the attribution settings sit in their own dict
     keys = ("threshold_t", "share_p", "tau", "site", "baseline", "steps", "quadrature", "queries_per_hop",
             "cot", "cot_summary", "answer_tokens", "cot_tokens", "decode_mode", "enhance", "suppress", "limit",
             "seed", "bootstrap")
@@ -140,6 +135,5 @@ def render_markdown(summary: dict) -> str:
     ]
     if not n.get("n_items"):
         return "\n".join(lines + ["**No item passed the filter: there is nothing to report.**", ""])
-    from jaxkn.experiments.report_claims import claim_sections
 
     return "\n".join(lines + claim_sections(summary))

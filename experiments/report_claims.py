@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jaxkn.experiments.analysis import HOPS, KINDS, PATTERNS, TARGETS, TAUS
-from jaxkn.experiments.report import _fmt
+from jaxkn.experiments.report_format import _fmt
 
 
 def _recall_drop(n: dict, v: dict, s: dict) -> list[str]:

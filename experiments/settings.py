@@ -1,10 +1,15 @@
-"""The two-hop study's settings: one frozen value, recorded in every result file (METHOD.md §4-§6).
+"""The two-hop study's settings: one frozen value, checked when built, recorded in every result file.
 
-`StudyConfig` is separate from the model's `ModelConfig`. Its `fingerprint()` covers every setting that changes a
-per-item result, so a results folder written under other settings is never mixed into a run (`--resume` and a
-rerun into the same `--out` check it). Settings that only change how many items run or how the aggregate is
-computed (`limit`, `bootstrap`, `tau`, the output folder) are outside the fingerprint: raising `--limit` and
-resuming adds items, and `tau` is applied when aggregating, so the tau curve needs no recomputation.
+`StudyConfig` is separate from the model's `ModelConfig` and nests the library's `AttributionConfig`. Every field
+is documented once, in the class docstring's `Attributes:` section; the command line (`experiments.cli`) is
+derived from the fields and those docs, so adding a setting is one field and one doc line.
+
+Each field has a *scope*, which says what its value changes:
+- "fact": a fact's knowledge neurons (the fact cache key, `attribution_key`);
+- "item": a per-item result (with the fact scope: the run's `fingerprint`, checked on `--resume`);
+- "aggregate": only the aggregate (tau, the bootstrap), recomputed from the item files each time;
+- "run": how the run goes, not what it computes (how many items, the mesh).
+Raising `--limit` and resuming adds items; changing `tau` needs no recomputation.
 """
 
 from __future__ import annotations
@@ -12,12 +17,31 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 
-COT_SETTINGS = ("none", "zero_shot", "few_shot")
-SUMMARIES = ("max", "mean")
-# Settings that do not change any per-item result (see the module docstring).
-_NOT_FINGERPRINTED = ("limit", "screen", "bootstrap", "tau", "seed_bootstrap", "mesh", "sharding")
-SHARDING_RULES = ("replicated", "fsdp", "tensor")  # jaxkn.sharding.RULES (not imported: settings stay jax-free)
+from jaxkn.attribution import AttributionConfig
+from jaxkn.data.prompts import COT_MODES
+from jaxkn.generate import MODES as DECODE_MODES
+from jaxkn.neurons import REFINE_RULES
+from jaxkn.recall import SUMMARIES
+from jaxkn.sharding import RULES as SHARDING_RULES
+
+COT_SETTINGS = COT_MODES
+SCOPES = ("fact", "item", "aggregate", "run")
+
+
+def setting(default, scope: str, *, choices: tuple | None = None, flag: str | None = None,
+            aliases: tuple[str, ...] = ()):
+    """A `StudyConfig` field: its default, scope (module docstring), allowed values and command-line names."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+    meta = dict(scope=scope, choices=choices, flag=flag, aliases=aliases)
+    if isinstance(default, AttributionConfig):
+        return dataclasses.field(default_factory=lambda: default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+DEFAULT_ATTRIBUTION = AttributionConfig()  # product site, zero baseline, left Riemann m = 20 (METHOD §3)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -25,96 +49,173 @@ class StudyConfig:
     """Every setting of one run of the study.
 
     Attributes:
-      model: the model path (jaxkn checkpoint folder, HF folder or .gguf), or None for the embedded SmolLM2.
-      dataset: a TFRKN / MQuAKE / jaxkn-built file, or None for the built-in dataset.
-      limit: items to study after the filter (METHOD §6: `--limit` counts items after the filter).
-      screen: at most `screen * limit` candidates are screened by the filter (a model that knows little
-        would otherwise screen the whole dataset).
-      cot: the CoT settings to run ("none", "zero_shot", "few_shot"); "none" is always included.
-      seed: seeds the random control sets, the counterfactual choices and the bootstrap.
-      threshold_t: coarse KNs: Attr > t * max (METHOD §4).
-      share_p: refined KNs: coarse in at least p * n of the n paraphrases (METHOD §4).
-      tau: recalled := two-hop level >= tau * single-hop level (METHOD §5); applied when aggregating.
-      site: the neuron site ("product", "gate", "act").
-      baseline: the IG baseline ("zero", "amig").
-      steps: integration points m; quadrature: the rule ("left", "right", "linspace", "gauss_legendre").
-      queries_per_hop: paraphrased queries per hop used for attribution (the first n of the item's list).
-      cot_summary: how a CoT read is summarised over generated positions for `recalled` ("max", "mean").
+      model: jaxkn checkpoint folder, HF model folder (config.json + safetensors) or .gguf file (default: the embedded SmolLM2-135M-Instruct).
+      dtype: params dtype of the model (default: the checkpoint's own; the embedded SmolLM2: float32).
+      dataset: TFRKN.json, a jaxkn-built file or an MQuAKE file (default: the built-in dataset).
+      limit: items to study, counted after the filter (METHOD §6).
+      screen: screen at most SCREEN x LIMIT candidates (a model that knows little would otherwise screen the whole dataset).
+      cot: comma-separated CoT settings to run (none, zero_shot, few_shot); none always runs.
+      seed: seeds candidate order, random controls, counterfactual choices and the bootstrap.
+      attribution: integrated-gradients settings (the library's AttributionConfig; its fields are flags of their own).
+      threshold_t: coarse KNs: Attr > t * max over the prompt (METHOD §4).
+      share_p: refined KNs: coarse in at least p * n of the hop's n paraphrases (METHOD §4).
+      refine_rule: how coarse sets are refined (METHOD §4).
+      queries_per_hop: paraphrased queries per hop used to find its neurons (the first n of the item's list; at least 2).
+      mquake_cloze: for MQuAKE items (one question per hop), add the hop's cloze statement as a second query.
+      tau: recalled := two-hop level >= tau * single-hop level (METHOD §5).
+      cot_summary: how a CoT read is summarised over generated positions for the headline numbers.
       answer_tokens: new tokens generated for a direct answer (no CoT, single hops, interventions, conflict).
       cot_tokens: new tokens generated for a chain-of-thought answer.
-      decode_mode: where an intervention applies while decoding ("last", "cached", "all"; METHOD §6.3).
-      enhance / suppress: the intervention factors.
+      decode_mode: where an intervention applies while decoding (METHOD §6.3).
+      enhance: the enhancing factor.
+      suppress: the suppressing factor.
       batch_size: prompts per generation / capture batch.
-      bootstrap: bootstrap resamples for every interval; seed_bootstrap: its seed offset.
-      mesh: "DATAxMODEL" device mesh (None: one device): prompts split over "data", params over "model".
-      sharding: how params sit on the "model" axis ("replicated", "fsdp", "tensor"; `jaxkn.sharding`). "fsdp"
-        works for any model (a weight with no axis divisible by the model size is replicated); "tensor" needs
-        heads, d_ff and vocabulary divisible by it. Results equal one device's in float32 up to summation order,
-        so neither is fingerprinted.
+      bootstrap: bootstrap resamples for every interval.
+      seed_bootstrap: seed offset of the bootstrap.
+      mesh: DATAxMODEL device mesh, e.g. 4x2: prompts split over DATA, params over MODEL (default: one device).
+      sharding: how params sit on the mesh's MODEL axis (fsdp fits any model; tensor needs heads, d_ff and vocabulary divisible by MODEL).
     """
 
-    model: str | None = None
-    dataset: str | None = None
-    limit: int = 24
-    screen: int = 25
-    cot: tuple[str, ...] = COT_SETTINGS
-    seed: int = 0
-    threshold_t: float = 0.2
-    share_p: float = 0.5
-    tau: float = 0.5
-    site: str = "product"
-    baseline: str = "zero"
-    steps: int = 20
-    quadrature: str = "left"
-    queries_per_hop: int = 4
-    cot_summary: str = "max"
-    answer_tokens: int = 8
-    cot_tokens: int = 48
-    decode_mode: str = "last"
-    enhance: float = 2.0
-    suppress: float = 0.0
-    batch_size: int = 8
-    bootstrap: int = 1000
-    seed_bootstrap: int = 0
-    mesh: str | None = None
-    sharding: str = "fsdp"
+    model: str | None = setting(None, "run")  # identified by its model id in the fingerprint
+    dtype: str | None = setting(None, "run", choices=("float32", "bfloat16"))  # part of the model id
+    dataset: str | None = setting(None, "run")  # identified by the content of the records used
+    limit: int = setting(24, "run")
+    screen: int = setting(25, "run")
+    cot: tuple[str, ...] = setting(COT_SETTINGS, "item", choices=COT_SETTINGS)
+    seed: int = setting(0, "fact")
+    attribution: AttributionConfig = setting(DEFAULT_ATTRIBUTION, "fact")
+    threshold_t: float = setting(0.2, "fact", aliases=("--t",))
+    share_p: float = setting(0.5, "fact", aliases=("--p",))
+    refine_rule: str = setting("fraction", "fact", choices=REFINE_RULES)
+    queries_per_hop: int = setting(4, "fact")
+    mquake_cloze: bool = setting(False, "fact")
+    tau: float = setting(0.5, "aggregate")
+    cot_summary: str = setting("max", "aggregate", choices=SUMMARIES)
+    answer_tokens: int = setting(8, "item")
+    cot_tokens: int = setting(48, "item")
+    decode_mode: str = setting("last", "item", choices=DECODE_MODES)
+    enhance: float = setting(2.0, "item")
+    suppress: float = setting(0.0, "item")
+    batch_size: int = setting(8, "item")
+    bootstrap: int = setting(1000, "aggregate")
+    seed_bootstrap: int = setting(0, "aggregate")
+    mesh: str | None = setting(None, "run")
+    sharding: str = setting("fsdp", "run", choices=SHARDING_RULES)
 
     def __post_init__(self):
+        if not isinstance(self.attribution, AttributionConfig):
+            raise ValueError(f"attribution must be an AttributionConfig, got {type(self.attribution).__name__}")
         cot = tuple(dict.fromkeys(("none",) + tuple(self.cot)))  # "none" first and always present
-        bad = [c for c in cot if c not in COT_SETTINGS]
-        if bad:
-            raise ValueError(f"unknown CoT setting(s) {bad}; choose from {COT_SETTINGS}")
         object.__setattr__(self, "cot", cot)
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            bad = [v for v in values if choices and v is not None and v not in choices]
+            if bad:
+                raise ValueError(f"{_flag(f)}: {', '.join(map(repr, bad))} is not one of {', '.join(choices)}")
         checks = (
-            (self.limit >= 1, f"limit must be >= 1, got {self.limit}"),
-            (self.screen >= 1, f"screen must be >= 1, got {self.screen}"),
-            (0 < self.threshold_t <= 1, f"t must be in (0, 1], got {self.threshold_t}"),
-            (0 < self.share_p <= 1, f"p must be in (0, 1], got {self.share_p}"),
-            (self.tau > 0, f"tau must be positive, got {self.tau}"),
-            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-            (self.queries_per_hop >= 2, f"queries-per-hop must be >= 2 (the single-hop level is read out of "
-                                        f"sample, leaving one query out), got {self.queries_per_hop}"),
-            (self.cot_summary in SUMMARIES, f"cot-summary must be one of {SUMMARIES}, got {self.cot_summary!r}"),
-            (self.answer_tokens >= 1 and self.cot_tokens >= 1, "answer-tokens and cot-tokens must be >= 1"),
-            (self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}"),
-            (self.bootstrap >= 10, f"bootstrap needs >= 10 resamples, got {self.bootstrap}"),
-            (self.sharding in SHARDING_RULES, f"sharding must be one of {SHARDING_RULES}, got {self.sharding!r}"),
+            (self.limit >= 1, "--limit", f"must be >= 1, got {self.limit}"),
+            (self.screen >= 1, "--screen", f"must be >= 1, got {self.screen}"),
+            (0 < self.threshold_t <= 1, "--threshold-t", f"must be in (0, 1], got {self.threshold_t}"),
+            (0 < self.share_p <= 1, "--share-p", f"must be in (0, 1], got {self.share_p}"),
+            (self.tau > 0, "--tau", f"must be positive, got {self.tau}"),
+            (self.queries_per_hop >= 2, "--queries-per-hop", "must be >= 2 (the single-hop level is read out of "
+                                                             f"sample, leaving one query out), got {self.queries_per_hop}"),
+            (self.answer_tokens >= 1, "--answer-tokens", f"must be >= 1, got {self.answer_tokens}"),
+            (self.cot_tokens >= 1, "--cot-tokens", f"must be >= 1, got {self.cot_tokens}"),
+            (self.batch_size >= 1, "--batch-size", f"must be >= 1, got {self.batch_size}"),
+            (self.bootstrap >= 10, "--bootstrap", f"needs >= 10 resamples, got {self.bootstrap}"),
+            (all(map(_finite, (self.enhance, self.suppress))), "--enhance/--suppress", "factors must be finite"),
+            (self.attribution.layers is None, "--layers", "the study attributes every layer (METHOD §3)"),
         )
-        for ok, message in checks:
+        for ok, flag, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ValueError(f"{flag} {message}")
+        if self.mesh is not None:
+            from jaxkn.sharding import parse_mesh
+
+            parse_mesh(self.mesh)
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, AttributionConfig) else (
+                list(value) if isinstance(value, tuple) else value)
+        return out
 
-    def fingerprint(self, model_id: str) -> str:
-        """A short hash of the model identity and every setting that changes a per-item result."""
-        keyed = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
-        text = json.dumps({"model": model_id, **keyed}, sort_keys=True)
+    @classmethod
+    def from_dict(cls, values: dict) -> StudyConfig:
+        """The inverse of `to_dict` (a summary.json's "settings"); unknown keys are an error naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names - {"preset"})
+        if unknown:
+            raise ValueError(f"unknown study settings {unknown}; known: {sorted(names)}")
+        kw = {k: v for k, v in values.items() if k in names}
+        if isinstance(kw.get("attribution"), dict):
+            kw["attribution"] = attribution_from_dict(kw["attribution"])
+        if isinstance(kw.get("cot"), list):
+            kw["cot"] = tuple(kw["cot"])
+        return cls(**kw)
+
+    def scoped(self, *scopes: str) -> dict:
+        return {f.name: v for f in dataclasses.fields(self) if f.metadata["scope"] in scopes
+                for v in [self.to_dict()[f.name]]}
+
+    def fingerprint(self, model_id: str, dataset_id: str = "") -> str:
+        """A short hash of the model, the dataset's content and every setting that changes a per-item result."""
+        text = json.dumps({"model": model_id, "dataset": dataset_id, **self.scoped("fact", "item")}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def attribution_key(self, model_id: str) -> str:
         """A hash of what a fact's knowledge neurons depend on (the fact cache key; METHOD §4)."""
-        keyed = dict(model=model_id, t=self.threshold_t, p=self.share_p, site=self.site, baseline=self.baseline,
-                     steps=self.steps, quadrature=self.quadrature, queries=self.queries_per_hop, seed=self.seed)
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+        text = json.dumps({"model": model_id, **self.scoped("fact")}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def differences(self, other: dict) -> list[str]:
+        """The settings (with the fact/item scope) whose values differ from a recorded `to_dict()`."""
+        mine = self.scoped("fact", "item")
+        return sorted(k for k in mine if mine[k] != other.get(k))
+
+
+def attribution_from_dict(values: dict) -> AttributionConfig:
+    names = {f.name for f in dataclasses.fields(AttributionConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown attribution settings {unknown}; known: {sorted(names)}")
+    kw = dict(values)
+    if isinstance(kw.get("layers"), list):
+        kw["layers"] = tuple(kw["layers"])
+    return AttributionConfig(**kw)
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def field_docs(cls) -> dict[str, str]:
+    """field -> its line in the class docstring's `Attributes:` section (the one place a setting is described)."""
+    doc = (cls.__doc__ or "").split("Attributes:", 1)[-1]
+    out, current = {}, None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        head, sep, rest = stripped.partition(":")
+        if sep and head.replace("_", "").replace(" / ", "").isidentifier() and line.startswith("      ") \
+                and not line.startswith("        "):
+            for name in head.split(" / "):
+                out[name.strip()] = rest.strip()
+            current = [n.strip() for n in head.split(" / ")]
+        elif current and stripped:
+            for name in current:
+                out[name] += " " + stripped
+    return out
+
+
+def type_of(cls, name: str):
+    """The runtime type of a dataclass field (annotations are strings under `from __future__ import annotations`)."""
+    return typing.get_type_hints(cls)[name]

@@ -7,7 +7,8 @@ Layout of `--out`:
   items/<id>.json   one item's complete result
   report.md, summary.json, items.csv, figures/*.png   aggregates, recomputed from the files above
 
-Every file is written to a temporary name in the same folder and renamed into place (`os.replace` is atomic on
+Every result file carries the schema version of `experiments.results`; a folder written by another version is
+refused with a message, never misread. Every file is written to a temporary name in the same folder and renamed into place (`os.replace` is atomic on
 POSIX), so a run killed at any moment leaves only complete files; `--resume` skips what exists.
 """
 
@@ -19,6 +20,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from jaxkn.experiments.results import SCHEMA_VERSION, FactResult, ItemResult, from_json, to_json
 
 
 class ResultsFolderError(RuntimeError):
@@ -67,6 +70,10 @@ class ResultStore:
         has_results = self.items_dir.is_dir() and any(self.items_dir.glob("*.json"))
         if run_file.is_file():
             owner = read_json(run_file)
+            if owner.get("schema") != SCHEMA_VERSION:
+                raise ResultsFolderError(
+                    f"{self.root} was written by another version of the study (schema {owner.get('schema')!r}, "
+                    f"this version writes {SCHEMA_VERSION}); its results cannot be resumed: choose another --out")
             if owner.get("fingerprint") != fingerprint:
                 raise ResultsFolderError(
                     f"{self.root} holds results of a run with other settings or another model "
@@ -78,7 +85,7 @@ class ResultStore:
                     f"run; pass --resume to continue it, or choose another --out")
         elif has_results:
             raise ResultsFolderError(f"{self.root} holds item results but no run.json; choose another --out")
-        write_json(run_file, {"fingerprint": fingerprint, "model_id": model_id})
+        write_json(run_file, {"fingerprint": fingerprint, "model_id": model_id, "schema": SCHEMA_VERSION})
 
     def item_path(self, case_id) -> Path:
         return self.items_dir / f"{case_id}.json"
@@ -86,20 +93,24 @@ class ResultStore:
     def has_item(self, case_id) -> bool:
         return self.item_path(case_id).is_file()
 
-    def write_item(self, case_id, result: dict) -> Path:
-        return write_json(self.item_path(case_id), result)
+    def write_item(self, result: ItemResult) -> Path:
+        return write_json(self.item_path(result.case_id), to_json(result))
 
-    def items(self) -> list[dict]:
+    def item(self, case_id) -> ItemResult:
+        path = self.item_path(case_id)
+        return from_json(ItemResult, read_json(path), str(path))
+
+    def items(self) -> list[ItemResult]:
         """Every item result on disk, sorted by case id."""
-        rows = [read_json(p) for p in self.items_dir.glob("*.json")] if self.items_dir.is_dir() else []
-        return sorted(rows, key=lambda r: r["case_id"])
+        paths = sorted(self.items_dir.glob("*.json")) if self.items_dir.is_dir() else []
+        return sorted((from_json(ItemResult, read_json(p), str(p)) for p in paths), key=lambda r: r.case_id)
 
-    def fact(self, key: str) -> dict | None:
+    def fact(self, key: str) -> FactResult | None:
         path = self.facts_dir / f"{key}.json"
-        return read_json(path) if path.is_file() else None
+        return from_json(FactResult, read_json(path), str(path)) if path.is_file() else None
 
-    def write_fact(self, key: str, result: dict) -> Path:
-        return write_json(self.facts_dir / f"{key}.json", result)
+    def write_fact(self, key: str, result: FactResult) -> Path:
+        return write_json(self.facts_dir / f"{key}.json", to_json(result))
 
     def read(self, name: str) -> Any | None:
         path = self.root / name

@@ -131,6 +131,23 @@ def score(acts, neurons, abar=None, kind: str = "relative"):
     return relative_score(acts, neurons, abar)
 
 
+def set_scores(acts: Float[np.ndarray, "... L F"], neurons, abar) -> dict[str, np.ndarray]:
+    """R and the paper's score of one neuron set on captured activations, in float64 on the host.
+
+    acts: [..., L, F]; neurons: [k, 2] (layer, index), k >= 1; abar: [k], the set's mean activations over the
+    fact's queries, in the order of `neurons`. Returns {"R": [...], "paper": [...]}: reading a set from one
+    capture costs a gather, so any number of sets (controls, nulls) can be read from the same activations.
+    """
+    omega = np.asarray(neurons, np.int64).reshape(-1, 2)
+    if len(omega) == 0:
+        raise ValueError("an empty neuron set has no score")
+    abar = np.asarray(abar, np.float64)
+    if abar.shape != (len(omega),):
+        raise ValueError(f"abar has shape {abar.shape} for {len(omega)} neurons")
+    values = np.asarray(acts, np.float64)[..., omega[:, 0], omega[:, 1]]  # [..., k]
+    return {"R": np.sum(np.sign(abar) * values, axis=-1) / np.sum(np.abs(abar)), "paper": values.mean(axis=-1)}
+
+
 class SingleHopLevel(NamedTuple):
     """level: mean of per_query over the folds with a non-empty set; per_query: [J] (NaN where skipped)."""
 
@@ -149,12 +166,12 @@ def single_hop_level(query_acts: Float[Array, "J L F"], neuron_sets_loo: Sequenc
         raise ValueError(f"leave-one-out needs at least 2 single-hop queries, got {n_queries}")
     if len(neuron_sets_loo) != n_queries:
         raise ValueError(f"got {len(neuron_sets_loo)} leave-one-out neuron sets for {n_queries} queries")
-    total = jnp.sum(query_acts, axis=0)
+    host = np.asarray(query_acts, np.float64)  # abar of the other queries, averaged in float64
     per_query = np.full(n_queries, np.nan)
     for j, omega in enumerate(neuron_sets_loo):
         if len(omega) == 0:
             continue  # an empty refined set is data (METHOD §4): the fold is skipped and counted
-        abar_rest = (total - query_acts[j]) / (n_queries - 1)
+        abar_rest = np.delete(host, j, axis=0).mean(axis=0)
         per_query[j] = float(score(query_acts[j], omega, abar_rest, kind))
     skipped = int(np.isnan(per_query).sum())
     level = float(np.nanmean(per_query)) if skipped < n_queries else float("nan")
@@ -234,6 +251,6 @@ def hop_recall(query_acts: Float[Array, "J L F"], neuron_sets_loo: Sequence, neu
 
 __all__ = [
     "SCORES", "SUMMARIES", "DEFAULT_TAUS", "site_activations", "GeneratedActivations", "generated_activations",
-    "mean_activation", "kn_score", "relative_score", "score", "SingleHopLevel", "single_hop_level",
+    "mean_activation", "kn_score", "relative_score", "score", "set_scores", "SingleHopLevel", "single_hop_level",
     "TwoHopLevel", "two_hop_level", "recalled", "tau_curve", "HopRecall", "hop_recall",
 ]

@@ -136,3 +136,14 @@ def format_prompt(question: str, style: PromptStyle = DEFAULT_STYLE, tokenizer: 
 def shared_prefix(style: PromptStyle = DEFAULT_STYLE, tokenizer: ChatTokenizer | None = None) -> str:
     """The part of every prompt of `style` that precedes the question ("" when nothing is shared)."""
     return prompt_parts("?", style, tokenizer)[0]
+
+
+def answer_span(token_ids, decode) -> int:
+    """How many generated tokens belong to the answer: up to where the model starts a new exemplar
+    ("\\nQuestion:" or "\\nQ:"), at least one. `decode(ids) -> str`; ids < 0 (padding after a stop) are dropped."""
+    ids = [int(t) for t in token_ids if t >= 0]
+    for k in range(1, len(ids) + 1):
+        text = decode(ids[:k])
+        if "\nQuestion:" in text or "\nQ:" in text:
+            return max(k - 1, 1)
+    return max(len(ids), 1)

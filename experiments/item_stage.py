@@ -1,0 +1,199 @@
+"""Stage 3: every per-item measurement (METHOD.md §5-§6), for a chunk of items at a time.
+
+- KN reads of both hops (and their random controls) on the two-hop question: no CoT at the last prompt token;
+  with CoT at every generated position of the answer, summarised by the max and the mean (`jaxkn.recall`).
+- The answers and their judgement (`jaxkn.data` judge), whether the direct answer names the bridge.
+- Interventions: enhance / suppress / random control on hop 1, hop 2 and both, all conditions of an item
+  decoded in one batch over one prompt (METHOD §6.3).
+- Knowledge conflict: a counterfactual hop stated before the question (`jaxkn.data.conflict`).
+
+`recalled` is not stored: it is a function of the stored levels and tau, applied when aggregating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxkn.attribution import answer_token_ids
+from jaxkn.data import TwoHopItem, format_prompt, is_correct
+from jaxkn.data.conflict import choose_counterfactual, conflict_prompt
+from jaxkn.data.prompts import answer_span
+from jaxkn.experiments.conditions import decode_conditions
+from jaxkn.experiments.context import StudyContext
+from jaxkn.experiments.progress import bar
+from jaxkn.experiments.results import (
+    AnswerRead,
+    ConditionOutcome,
+    ConflictOutcome,
+    FactResult,
+    ItemResult,
+    SingleLevels,
+)
+from jaxkn.experiments.store import ResultStore
+from jaxkn.interventions import generate_under
+from jaxkn.recall import generated_activations, set_scores, site_activations
+
+HOPS = (1, 2)
+TARGETS = ("hop1", "hop2", "both")
+CONDITIONS = tuple(f"{t}/{p}{k}" for t in TARGETS for p in ("", "random_") for k in ("enhance", "suppress"))
+
+
+def hop_reads(acts: np.ndarray, facts: dict[int, FactResult | None], valid: np.ndarray | None = None) -> dict:
+    """Scores of both hops (and their random controls) on activations [L, F] or [N, L, F] (CoT, `valid` [N])."""
+    out = {}
+    for h, fact in facts.items():
+        if fact is None or not fact.neurons:
+            continue
+        for neurons, abar, name in ((fact.neurons, fact.abar, f"hop{h}"),
+                                    (fact.random, fact.abar_random, f"hop{h}_random")):
+            sc = set_scores(acts, neurons, abar)
+            if acts.ndim == 2:
+                out[name] = {k: float(v) for k, v in sc.items()}
+            else:
+                picked = {k: v[valid] for k, v in sc.items()}
+                out[name] = {"R": float(picked["R"].max()), "R_mean": float(picked["R"].mean()),
+                             "paper": float(picked["paper"].max()), "paper_mean": float(picked["paper"].mean())}
+    return out
+
+
+def direct_answers(ctx: StudyContext, prompts: list[list[int]]) -> list[str]:
+    """Greedy short answers (stop at newline / EOS) for token prompts."""
+    gen = generate_under(ctx.params, ctx.cfg, prompts, ctx.settings.answer_tokens, None, stop_ids=ctx.stop_ids)
+    return [ctx.decode(row) for row in np.asarray(gen.tokens)]
+
+
+def no_cot_reads(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict]) -> list[AnswerRead]:
+    """Scores at the last token of the plain two-hop prompt, and the direct answer, per item."""
+    prompts = [ctx.encode(format_prompt(it.two_hop, ctx.styles["none"])) for it in items]
+    acts = np.asarray(site_activations(ctx.params, ctx.cfg, prompts, site=ctx.settings.attribution.site), np.float64)
+    texts = direct_answers(ctx, prompts)
+    return [AnswerRead(reads=hop_reads(a, f), answer_text=text, correct=ctx.judge(it, text, False),
+                       says_bridge=is_correct(text, it.bridge, it.fact1_ans_alias))
+            for it, f, a, text in zip(items, facts, acts, texts)]
+
+
+def cot_reads(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict], setting: str) -> list[AnswerRead]:
+    """Scores at every generated position of a CoT answer (max and mean), and the judged answer, per item."""
+    prompts = [ctx.encode(format_prompt(it.two_hop, ctx.styles[setting])) for it in items]
+    eos = [ctx.tokenizer.eos_id] if ctx.tokenizer.eos_id is not None else []
+    gen = generated_activations(ctx.params, ctx.cfg, prompts, ctx.settings.cot_tokens,
+                                site=ctx.settings.attribution.site, stop_ids=eos)
+    acts = np.asarray(gen.acts, np.float64)  # [B, N, L, F]
+    tokens = np.asarray(gen.generation.tokens)
+    out = []
+    for b, (it, f) in enumerate(zip(items, facts)):
+        keep = answer_span(tokens[b], ctx.decode)
+        valid = np.asarray(gen.valid[b]) & (np.arange(tokens.shape[1]) < keep)
+        text = ctx.decode(tokens[b][:keep])
+        out.append(AnswerRead(reads=hop_reads(acts[b], f, valid), answer_text=text, correct=ctx.judge(it, text, True),
+                              positions=int(valid.sum())))
+    return out
+
+
+def _target_set(facts: dict[int, FactResult | None], target: str, which: str) -> np.ndarray | None:
+    hops = (1, 2) if target == "both" else (int(target[-1]),)
+    sets = [np.asarray(getattr(facts[h], which)) for h in hops if facts[h] is not None and facts[h].neurons]
+    if len(sets) != len(hops):
+        return None
+    return np.unique(np.concatenate(sets), axis=0)
+
+
+def interventions(ctx: StudyContext, item: TwoHopItem, facts: dict) -> dict[str, ConditionOutcome]:
+    """P(first answer token) and the direct answer under each intervention (METHOD §6.3), for one item.
+
+    All conditions decode in one batch: row 0 is the unscaled model, then a fixed list of conditions (a
+    condition whose hop has no knowledge neurons keeps factor 1 and is not reported), so compiled shapes do not
+    depend on the item.
+    """
+    s = ctx.settings
+    text = format_prompt(item.two_hop, ctx.styles["none"])
+    prompt, target = answer_token_ids(ctx.tokenizer, text, item.answer)
+    factors = np.ones((1 + len(CONDITIONS), ctx.cfg.n_layers, ctx.cfg.d_ff), np.float32)
+    present = []
+    for n, name in enumerate(CONDITIONS, start=1):
+        tgt, kind = name.split("/")
+        omega = _target_set(facts, tgt, "random" if kind.startswith("random_") else "neurons")
+        if omega is not None:
+            factors[n, omega[:, 0], omega[:, 1]] = s.enhance if kind.endswith("enhance") else s.suppress
+            present.append((n, name))
+    tokens, p_first = decode_conditions(ctx.params, ctx.cfg, prompt, factors, s.answer_tokens,
+                                        stop_ids=ctx.stop_ids, site=s.attribution.site, mode=s.decode_mode,
+                                        first_target=target[0])
+    texts = [ctx.decode(row) for row in tokens]
+
+    def outcome(n):
+        return ConditionOutcome(p_first=float(p_first[n]), answer_text=texts[n], correct=ctx.judge(item, texts[n], False))
+
+    return {"base": outcome(0), **{name: outcome(n) for n, name in present}}
+
+
+def conflicts(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict], index: dict
+              ) -> list[dict[str, ConflictOutcome]]:
+    """Per item and hop: the true fact's scores with a counterfactual hop stated first, and which chain the
+    direct answer follows ("true", "counterfactual" or "other")."""
+    jobs = []
+    for b, it in enumerate(items):
+        for h in HOPS:
+            choice = choose_counterfactual(it, h, index, ctx.settings.seed)
+            if choice is not None:
+                jobs.append((b, h, choice, ctx.encode(conflict_prompt(it, h, choice[0], ctx.styles["none"]))))
+    out: list[dict[str, ConflictOutcome]] = [dict() for _ in items]
+    if not jobs:
+        return out
+    prompts = [j[3] for j in jobs]
+    acts = np.asarray(site_activations(ctx.params, ctx.cfg, prompts, site=ctx.settings.attribution.site), np.float64)
+    texts = direct_answers(ctx, prompts)
+    for (b, h, (cf, cf_answer), _), a, text in zip(jobs, acts, texts):
+        it = items[b]
+        follows = ("true" if ctx.judge(it, text, False) else
+                   "counterfactual" if is_correct(text, cf_answer) else "other")
+        out[b][f"hop{h}"] = ConflictOutcome(counterfactual=cf, counterfactual_answer=cf_answer, answer_text=text,
+                                            follows=follows, reads=hop_reads(a, {h: facts[b][h]}))
+    return out
+
+
+def _single(facts: dict[int, FactResult]) -> dict[str, SingleLevels]:
+    return {f"hop{h}": SingleLevels(R=f.single_kn, paper=f.single_kn_paper, R_random=f.single_random,
+                                    paper_random=f.single_random_paper) for h, f in facts.items()}
+
+
+def measure_items(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict], index: dict, progress=None
+                  ) -> list[ItemResult]:
+    """Every per-item measurement for a chunk of items (`facts[b]` = {1: FactResult, 2: FactResult})."""
+    cot: list[dict[str, AnswerRead]] = [dict() for _ in items]
+    for setting in ctx.settings.cot:
+        rows = no_cot_reads(ctx, items, facts) if setting == "none" else cot_reads(ctx, items, facts, setting)
+        for per_item, row in zip(cot, rows):
+            per_item[setting] = row
+        if progress:
+            progress(f"cot:{setting}")
+    conditions = [interventions(ctx, it, f) for it, f in zip(items, facts)]
+    if progress:
+        progress("interventions")
+    conflict = conflicts(ctx, items, facts, index)
+    return [ItemResult(case_id=it.case_id, two_hop=it.two_hop, bridge=it.bridge, answer=it.answer,
+                       relations=[it.two_hop_id[0][1], it.two_hop_id[1][1]],
+                       kn_sizes={f"hop{h}": len(f[h].neurons) for h in HOPS}, single=_single(f), cot=c,
+                       interventions=iv, conflict=cf)
+            for it, f, c, iv, cf in zip(items, facts, cot, conditions, conflict)]
+
+
+def run_items(ctx: StudyContext, store: ResultStore, selected: Sequence, facts: dict, index: dict
+              ) -> list[ItemResult]:
+    """Stage 3: per-item measurements in chunks of `batch_size`; each item's file is written atomically."""
+    todo = [it for it in selected if not store.has_item(it.case_id)]
+    progress = bar(len(selected), "two-hop items", len(selected) - len(todo))
+    done = []
+    for start in range(0, len(todo), ctx.settings.batch_size):
+        chunk = todo[start: start + ctx.settings.batch_size]
+        item_facts = [{h: facts[tuple(it.hop(h).triple_id)] for h in HOPS} for it in chunk]
+        progress.set_postfix_str("generating")
+        results = measure_items(ctx, chunk, item_facts, index, progress=progress.set_postfix_str)
+        for res in results:
+            store.write_item(res)
+        done += results
+        progress.update(len(chunk))
+    progress.close()
+    return done

@@ -1,0 +1,211 @@
+"""Typed results of the two-hop study: a fact's, an item's, and the aggregate, with a schema version.
+
+Each is a frozen dataclass written to and read from JSON (`to_json` / `from_json`). Every file carries
+`"schema": SCHEMA_VERSION`; a file of another version is refused with a message instead of being misread (a
+results folder written by an older jaxkn must be rerun, not resumed).
+
+Conventions: a score read ("reads") maps a set name ("hop1", "hop1_random", ...) to its statistics ("R", "paper";
+CoT reads add "R_mean", "paper_mean"); levels are None where a hop has no knowledge neurons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any
+
+SCHEMA_VERSION = 2
+
+Reads = dict[str, dict[str, float]]
+
+
+class SchemaError(ValueError):
+    """A result file written by another version of the study (or not a study result at all)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FactResult:
+    """One fact's knowledge neurons and single-hop levels (METHOD §4-§5), with the random control beside them.
+
+    Attributes:
+      queries: the paraphrased queries attributed; answer: the target text; triple / label: the fact.
+      neurons: refined KNs [[layer, index], ...]; random: the same-count-per-layer random control set.
+      loo_sizes: refined-set size of each leave-one-out fold; coarse_sizes: coarse-set size per query.
+      abar / abar_random: mean activation of each neuron of `neurons` / `random` over the queries.
+      prob_first_token: P(first answer token) per query; completeness_error_max: the largest IG completeness error.
+      single_kn / single_random: out-of-sample single-hop level of R (None when every fold is empty);
+      single_*_per_query: the fold values (None where skipped); single_*_paper: the paper's mean-activation score.
+    """
+
+    queries: list[str]
+    answer: str
+    triple: list[str]
+    label: list[str]
+    neurons: list[list[int]]
+    random: list[list[int]]
+    loo_sizes: list[int]
+    coarse_sizes: list[int]
+    abar: list[float]
+    abar_random: list[float]
+    prob_first_token: list[float]
+    completeness_error_max: float
+    single_kn: float | None
+    single_kn_per_query: list[float | None]
+    single_kn_paper: float | None
+    single_random: float | None
+    single_random_per_query: list[float | None]
+    single_random_paper: float | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AnswerRead:
+    """The model's answer to one prompt, its judgement, and the KN reads on that prompt.
+
+    Attributes:
+      answer_text: the decoded answer; correct: judged against the gold answer (METHOD §6).
+      reads: score statistics per set (module docstring).
+      says_bridge: (no CoT) the answer names the bridge entity; positions: (CoT) generated positions read.
+    """
+
+    answer_text: str
+    correct: bool
+    reads: Reads
+    says_bridge: bool | None = None
+    positions: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConditionOutcome:
+    """One decoding condition (unscaled, or an intervention): P(first answer token), the answer, its judgement."""
+
+    p_first: float
+    answer_text: str
+    correct: bool
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConflictOutcome:
+    """A counterfactual hop stated before the question: which chain the answer follows, the true fact's reads."""
+
+    counterfactual: str
+    counterfactual_answer: str
+    answer_text: str
+    follows: str  # "true", "counterfactual" or "other"
+    reads: Reads
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SingleLevels:
+    """A hop's single-hop levels copied from its fact (so an item file stands alone)."""
+
+    R: float | None
+    paper: float | None
+    R_random: float | None
+    paper_random: float | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ItemResult:
+    """Every measurement of one two-hop item.
+
+    Attributes:
+      case_id, two_hop, bridge, answer, relations: the item.
+      kn_sizes: refined-set size per hop ("hop1", "hop2"); single: single-hop levels per hop.
+      cot: per CoT setting ("none", "zero_shot", "few_shot") the answer and the reads.
+      interventions: "base" (unscaled) and each condition ("hop1/enhance", "both/random_suppress", ...).
+      conflict: per hop ("hop1", "hop2") the knowledge-conflict outcome (absent when no counterfactual exists).
+    """
+
+    case_id: int
+    two_hop: str
+    bridge: str
+    answer: str
+    relations: list[str]
+    kn_sizes: dict[str, int]
+    single: dict[str, SingleLevels]
+    cot: dict[str, AnswerRead]
+    interventions: dict[str, ConditionOutcome]
+    conflict: dict[str, ConflictOutcome]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StudySummary:
+    """The aggregate (summary.json): every setting, the dataset, the filter, the facts, every number, the verdicts.
+
+    Attributes:
+      settings: `StudyConfig.to_dict()`; model_id: the model and its config digest; regenerate: the command.
+      dataset: path and item count; filter: screened / kept / studied and counts per relation pair.
+      skipped: items the study could not measure, with their case_id and reason.
+      facts: fact-level statistics (unique facts, empty sets, IG completeness).
+      conventions: what the scores, the conflict statement and the interventions mean.
+      timings_s: stage wall times summed over every session on the folder.
+      numbers: every number of `experiments.analysis.analyse`; verdicts: one per claim; figures: PNG paths.
+    """
+
+    settings: dict[str, Any]
+    model_id: str
+    regenerate: str
+    dataset: dict[str, Any]
+    filter: dict[str, Any]
+    facts: dict[str, Any]
+    conventions: dict[str, str]
+    timings_s: dict[str, float]
+    numbers: dict[str, Any]
+    verdicts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    figures: list[str] = dataclasses.field(default_factory=list)
+    skipped: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# ---- JSON ------------------------------------------------------------------------------------------------
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN: an undefined number is null
+    return value
+
+
+def to_json(result) -> dict:
+    """A result as a JSON-ready dict with the schema version."""
+    return {"schema": SCHEMA_VERSION, "kind": type(result).__name__, **_plain(result)}
+
+
+def _build(tp, value):
+    if value is None:
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _build(inner[0], value)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise SchemaError(f"unknown fields {unknown} for {tp.__name__}")
+        return tp(**{k: _build(hints[k], v) for k, v in value.items()})
+    if origin is dict:
+        return {k: _build(args[1], v) for k, v in value.items()}
+    if origin is list:
+        return [_build(args[0], v) for v in value]
+    return value
+
+
+def from_json(cls, data: dict, source: str = "result"):
+    """The `cls` result from `to_json`'s dict; refuses another schema version or kind, naming the file."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION or data.get("kind") != cls.__name__:
+        found = data.get("schema") if isinstance(data, dict) else None
+        raise SchemaError(f"{source} is not a {cls.__name__} of schema {SCHEMA_VERSION} (found schema {found!r}): "
+                          f"it was written by another version of jaxkn; rerun into a new --out instead of resuming")
+    body = {k: v for k, v in data.items() if k not in ("schema", "kind")}
+    try:
+        return _build(cls, body)
+    except (TypeError, SchemaError) as err:
+        raise SchemaError(f"{source}: {err}") from None
