@@ -166,6 +166,9 @@ def test_shared_format_neuron_is_removed_and_answers_count_once():
     assert fact_specific(refined["fact0"], shared) == []  # empty: data, not an error
     assert fact_specific(refined["paris1"], [fmt]) == [(4, 1), paris]
     assert shared_neurons(refined, answers, share=0.9) == []  # needs 9.9 of 11
+    as_arrays = {k: np.asarray(v).reshape(-1, 2) for k, v in refined.items()}  # the study's [k, 2] arrays
+    assert shared_neurons(as_arrays, answers) == shared
+    assert fact_specific(as_arrays["fact1"], shared) == [(3, 1)]
     with pytest.raises(ValueError, match="no answer for facts"):
         shared_neurons(refined, {})
 
