@@ -99,3 +99,17 @@ def test_kn_counts_per_layer_writes_a_png(tmp_path):
     assert len(bars) == 2 and [b.datavalues[0] for b in bars] == [2, 1] and bars[1].datavalues[3] == 2
     with pytest.raises(ValueError, match="counts_by_set is empty"):
         kn_counts_per_layer({}, 30)
+
+
+def test_figures_of_a_real_attribution(tiny_models, tmp_path):
+    from jaxkn.attribution import AttributionConfig, attribute_ids
+    from jaxkn.neurons import coarse_neurons
+
+    _, cfg, params = tiny_models["llama2"]
+    result = attribute_ids(params, cfg, [[1, 22, 3, 9]], [[30]], AttributionConfig(steps=4))
+    kn = coarse_neurons(result.scores[0], threshold=0.2)
+    fig = attribution_heatmap(result.scores[0], title="tiny llama2", neurons=kn, path=tmp_path / "fact.png")
+    assert _png_shape(tmp_path / "fact.png") == (208, 900) and len(fig.axes[0].collections[0].get_offsets()) == len(kn)
+    counts = kn_counts_per_layer({"coarse": kn}, cfg.n_layers, tmp_path / "layers.png").axes[0].containers[0]
+    np.testing.assert_array_equal(counts.datavalues, counts_per_layer(kn, cfg.n_layers))
+    assert counts.datavalues.sum() == len(kn) > 0
