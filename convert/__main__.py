@@ -33,7 +33,9 @@ def convert(src: str | Path, out: str | Path, dtype: str | None = None) -> tuple
         from jaxkn.convert.smollm2 import gguf_path
 
         src = gguf_path()
-    src = Path(src)
+    from jaxkn.convert.hub import resolve_model
+
+    src = resolve_model(src)  # a path as is, or an "org/name" found in the local HF cache
     if src.is_file() and src.suffix == ".gguf":
         from jaxkn.convert.gguf import convert_gguf
 

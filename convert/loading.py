@@ -19,6 +19,7 @@ from jaxkn.config import ModelConfig
 from jaxkn.convert.checkpoint import is_checkpoint, load_checkpoint
 from jaxkn.convert.gguf import convert_gguf
 from jaxkn.convert.hf import convert_hf
+from jaxkn.convert.hub import resolve_model
 from jaxkn.convert.mapping import CheckpointError
 from jaxkn.convert.smollm2 import convert_smollm2
 from jaxkn.runtime import cache_dir
@@ -36,7 +37,7 @@ def load_model(path: str | Path, dtype: str | None = None, shardings=None):
       shardings: optional pytree of `jax.sharding.Sharding` matching the params (jaxkn checkpoints only
         restore straight into it; converted sources are placed with `jax.device_put`).
     """
-    path = Path(path)
+    path = resolve_model(path)  # a path as is, or an "org/name" found in the local HF cache
     if is_checkpoint(path):
         cfg, params, tokenizer = load_checkpoint(path, shardings)
         if dtype is not None and dtype != cfg.param_dtype:
