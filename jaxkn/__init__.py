@@ -1,3 +1,4 @@
+# ruff: noqa: I001  (imports are grouped by pipeline stage, not alphabetically)
 """jaxkn: knowledge neurons in JAX.
 
 Pipeline: convert (checkpoints -> params) -> model (pure forward with a neuron seam) -> attribution
@@ -16,7 +17,16 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.abspath(__file__))
 ):
     __path__.append(_checkout)
 
-# The public surface (re-exported; everything else is reached through its module).
+# The public surface, by pipeline stage (everything else is reached through its module).
+# 1. Models: configs, checkpoints, the pure forward with its one neuron seam, the Flax NNX view, decoding.
+from jaxkn.config import ModelConfig, RopeScaling, UnsupportedConfigError  # noqa: E402
+from jaxkn.convert.loading import load_default_model, load_model  # noqa: E402
+from jaxkn.model import ContextLengthError, ForwardOutput, forward, init_params, param_shapes, summarize  # noqa: E402
+from jaxkn.site import SiteEdit, scale_edit  # noqa: E402
+from jaxkn.tokenizer import Tokenizer  # noqa: E402
+from jaxkn.flax_model import FlaxModel, flax_model, load_flax_model, params_of  # noqa: E402
+from jaxkn.generate import Generation, generate, greedy_generate  # noqa: E402
+# 2. Attribution: integrated gradients over every layer's neurons.
 from jaxkn.attribution import (  # noqa: E402
     AttributionConfig,
     AttributionInputError,
@@ -24,42 +34,60 @@ from jaxkn.attribution import (  # noqa: E402
     attribute,
     attribute_ids,
 )
-from jaxkn.config import ModelConfig, RopeScaling, UnsupportedConfigError  # noqa: E402
-from jaxkn.convert.loading import load_default_model, load_model  # noqa: E402
-from jaxkn.edits import edit_toward_token, erase_neurons  # noqa: E402
+# 3. Knowledge neurons: coarse / refined sets, shared neurons, the EleutherAI-style workflow.
+from jaxkn.neurons import (  # noqa: E402
+    SharedNeuron,
+    adaptive_refine,
+    coarse_neurons,
+    fact_specific,
+    refine_mask,
+    refined_neurons,
+    shared_neurons,
+    to_eleuther,
+)
+from jaxkn.knowledge_neurons import KnowledgeNeurons  # noqa: E402
+# 4. Interventions (activation patches, pure) and weight edits.
 from jaxkn.interventions import (  # noqa: E402
     Intervention,
     answer_probability,
     compose,
     enhance,
+    generate_under,
+    intervention_effect,
     random_control,
+    random_neurons,
     scale_neurons,
     suppress,
+    sweep,
     sweep_factors,
     sweep_sets,
 )
-from jaxkn.model import (  # noqa: E402
-    ContextLengthError,
-    ForwardOutput,
-    forward,
-    init_params,
-    param_shapes,
-    summarize,
+from jaxkn.edits import edit_toward_token, erase_neurons  # noqa: E402
+# 5. Recall: KN scores and single-/two-hop levels.
+from jaxkn.recall import (  # noqa: E402
+    hop_recall, kn_score, relative_score, single_hop_level, site_activations, two_hop_level,
 )
-from jaxkn.neurons import KnowledgeNeurons, adaptive_refine, coarse_neurons, refined_neurons, to_eleuther  # noqa: E402
-from jaxkn.recall import kn_score, relative_score, site_activations  # noqa: E402
-from jaxkn.site import SiteEdit, scale_edit  # noqa: E402
-from jaxkn.tokenizer import Tokenizer  # noqa: E402
+# 6. Scale-out.
+from jaxkn.sharding import make_mesh, shard_params  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ModelConfig", "RopeScaling", "UnsupportedConfigError", "ContextLengthError", "ForwardOutput", "forward",
-    "init_params", "param_shapes", "summarize", "SiteEdit", "scale_edit",
-    "load_model", "load_default_model", "Tokenizer",
-    "Intervention", "answer_probability", "compose", "enhance", "random_control", "scale_neurons", "suppress",
-    "sweep_factors", "sweep_sets", "kn_score", "relative_score", "site_activations", "edit_toward_token",
-    "erase_neurons",
+    # models
+    "ModelConfig", "RopeScaling", "UnsupportedConfigError", "load_model", "load_default_model", "ContextLengthError",
+    "ForwardOutput", "forward", "init_params", "param_shapes", "summarize", "SiteEdit", "scale_edit", "Tokenizer",
+    "FlaxModel", "flax_model", "load_flax_model", "params_of", "Generation", "generate", "greedy_generate",
+    # attribution
     "AttributionConfig", "Attributions", "AttributionInputError", "attribute", "attribute_ids",
-    "KnowledgeNeurons", "adaptive_refine", "coarse_neurons", "refined_neurons", "to_eleuther",
+    # knowledge neurons
+    "KnowledgeNeurons", "SharedNeuron", "adaptive_refine", "coarse_neurons", "fact_specific", "refine_mask",
+    "refined_neurons", "shared_neurons", "to_eleuther",
+    # interventions and edits
+    "Intervention", "answer_probability", "compose", "enhance", "generate_under", "intervention_effect",
+    "random_control", "random_neurons", "scale_neurons", "suppress", "sweep", "sweep_factors", "sweep_sets",
+    "edit_toward_token", "erase_neurons",
+    # recall
+    "hop_recall", "kn_score", "relative_score", "single_hop_level", "site_activations", "two_hop_level",
+    # scale-out
+    "make_mesh", "shard_params",
 ]

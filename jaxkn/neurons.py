@@ -255,16 +255,6 @@ def to_eleuther(neurons: Iterable[Neuron]) -> list[list[int]]:
     return [[int(l), int(i)] for l, i in neurons]
 
 
-def __getattr__(name: str):
-    # Compatibility: `from jaxkn.neurons import KnowledgeNeurons` keeps working, resolved lazily because the
-    # class lives in the higher module jaxkn.knowledge_neurons (which imports this one). Prefer that module.
-    if name == "KnowledgeNeurons":
-        from jaxkn.knowledge_neurons import KnowledgeNeurons
-
-        return KnowledgeNeurons
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "Neuron", "REFINE_RULES", "COUNT_TOLERANCE", "coarse_mask", "threshold_mask", "percentile_mask",
     "mask_neurons", "coarse_neurons", "batch_coarse_neurons", "refine_count", "refine_mask",

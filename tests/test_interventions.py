@@ -208,7 +208,7 @@ def test_smollm2_suppressing_knowledge_neurons_beats_a_random_control(smollm2):
     paraphrase. Measured: 4, 9, 8 refined neurons; mean drops per fact 0.43, 0.81, 0.62 (e.g. P 0.97 -> 0.42,
     0.67 -> 0.011, 0.51 -> 0.007 on the first paraphrases); random control drops within +-0.01."""
     from jaxkn.attribution import AttributionConfig, answer_token_ids
-    from jaxkn.neurons import KnowledgeNeurons
+    from jaxkn.knowledge_neurons import KnowledgeNeurons
 
     cfg, params, tok = smollm2
     # Gauss-Legendre with 6 points: the same integral as m = 20 Riemann for a third of the test's time.
@@ -216,7 +216,7 @@ def test_smollm2_suppressing_knowledge_neurons_beats_a_random_control(smollm2):
     kn_drops, control_drops = [], []
     for f, (questions, answer) in enumerate(FACTS):
         prompts = [SHOTS + f"Q: {q}\nA:" for q in questions]
-        neurons = finder.get_refined_neurons(prompts, answer)
+        neurons = finder.get_refined_neurons(prompts, answer, coarse_adaptive_threshold=0.2, refine_rule="fraction")
         assert neurons, f"no refined neuron for {answer!r}"
         control = iv.random_neurons(neurons, cfg, seed=f)
         for text in prompts:
