@@ -248,8 +248,8 @@ class KNSet:
     """A knowledge-neuron set ready to be read: neurons [k, 2] and their abar [k].
 
     Attributes:
-      neurons: sorted, distinct (layer, index) pairs, int [k, 2], k >= 1 (an empty refined set is data: the
-        caller skips the fact or fold and counts it, it never builds a KNSet).
+      neurons: distinct (layer, index) pairs, int [k, 2], k >= 1 (`from_abar` sorts them). An empty refined set
+        is data: the caller skips the fact or fold and counts it, it never builds a KNSet.
       abar: each neuron's mean activation at the read position over the fact's single-hop queries, float [k];
         sum |abar| > 0, else R (which divides by it) is undefined.
     """
