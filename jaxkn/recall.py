@@ -17,10 +17,18 @@ generated token. Arrays of activations end in [L, F]; a neuron set is a sequence
   over tau in 0.25..1.0.
 - `hop_recall`: all of the above for one hop, with the same statistics for a seeded random control set of the
   same count per layer beside them.
+
+Controls that can fail (revision 2026-12-01):
+- `KNSet`: a set with its abar, ready to read; `read_R` / `read_kn_score` read one, `read_many` reads G sets
+  from one capture in one gather ([..., G]): a wrong-fact null or 100 matched random draws (`jaxkn.nulls`).
+- `specific_score`: D(x) = R_own(x) - mean_g R_g(x) over a wrong-fact null. `single_hop_specific_level`
+  (leave-one-out), `two_hop_specific_level` (max and mean over generated positions), `recalled_specific`
+  (two-hop D >= tau * single-hop D, defined only where single-hop D > 0; `specific_share` counts the skipped).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -28,7 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
 from jaxkn.config import ModelConfig
 from jaxkn.generate import Generation, left_pad
@@ -249,8 +257,230 @@ def hop_recall(query_acts: Float[Array, "J L F"], neuron_sets_loo: Sequence, neu
                      bool(recalled(c_two.level, c_single.level, tau)), control)
 
 
+
+# ---- readable KN sets, many at once, and the specific score D (METHOD §5, revision 2026-12-01) ---------
+
+@dataclasses.dataclass(frozen=True)
+class KNSet:
+    """A knowledge-neuron set ready to be read: neurons [k, 2] and their abar [k].
+
+    Attributes:
+      neurons: distinct (layer, index) pairs, int [k, 2], k >= 1 (`from_abar` sorts them). An empty refined set
+        is data: the caller skips the fact or fold and counts it, it never builds a KNSet.
+      abar: each neuron's mean activation at the read position over the fact's single-hop queries, float [k];
+        sum |abar| > 0, else R (which divides by it) is undefined.
+    """
+
+    neurons: Int[np.ndarray, "k 2"]
+    abar: Float[np.ndarray, "k"]
+
+    def __post_init__(self):
+        neurons = np.asarray(self.neurons)
+        abar = np.asarray(self.abar, np.float32)
+        if neurons.ndim != 2 or neurons.shape[1] != 2 or neurons.shape[0] == 0 \
+                or not np.issubdtype(neurons.dtype, np.integer):
+            raise ValueError(f"KNSet.neurons must be (layer, index) pairs, int [k, 2] with k >= 1, got shape "
+                             f"{neurons.shape} and dtype {neurons.dtype}; skip and count a fact whose set is empty")
+        if abar.shape != (neurons.shape[0],):
+            raise ValueError(f"KNSet.abar has shape {abar.shape}; it needs one value per neuron, ({len(neurons)},)")
+        if len(np.unique(neurons, axis=0)) != len(neurons):
+            raise ValueError("KNSet.neurons has a neuron twice; build it with KNSet.from_abar (it de-duplicates)")
+        if not np.all(np.isfinite(abar)) or not np.sum(np.abs(abar)) > 0:
+            raise ValueError("KNSet.abar must be finite with sum |abar| > 0 (R divides by it); a set whose neurons "
+                             "never fire on the fact's queries cannot be read")
+        object.__setattr__(self, "neurons", neurons.astype(np.int64))
+        object.__setattr__(self, "abar", abar)
+
+    @classmethod
+    def from_abar(cls, neurons, abar: Float[Array, "L F"]) -> KNSet:
+        """The set `neurons` with abar read from a full abar [L, F] (e.g. `mean_activation` of the queries)."""
+        abar = np.asarray(abar, np.float32)
+        pairs = neuron_array(neurons, *abar.shape)
+        return cls(pairs, abar[pairs[:, 0], pairs[:, 1]])
+
+    @classmethod
+    def from_queries(cls, neurons, query_acts: Float[Array, "J L F"]) -> KNSet:
+        """The set `neurons` with abar = the mean over the fact's single-hop query activations [J, L, F]."""
+        return cls.from_abar(neurons, mean_activation(query_acts))
+
+    def __len__(self) -> int:
+        return len(self.neurons)
+
+
+def _check_dims(acts, sets: Sequence[KNSet]) -> None:
+    n_layers, d_ff = acts.shape[-2:]
+    for g, kn in enumerate(sets):
+        if kn.neurons[:, 0].max() >= n_layers or kn.neurons[:, 1].max() >= d_ff:
+            raise ValueError(f"KN set {g} names a neuron outside activations of shape [..., {n_layers}, {d_ff}]")
+
+
+def _stack(sets: Sequence[KNSet]) -> tuple[np.ndarray, ...]:
+    """Sets padded to one width K: layer, index, sign(abar) and a real-neuron mask [G, K], and sum |abar| [G].
+    Padding reads neuron (0, 0) with weight 0, so it adds nothing."""
+    width = max(len(kn) for kn in sets)
+    layer = np.zeros((len(sets), width), np.int32)
+    index = np.zeros((len(sets), width), np.int32)
+    sign = np.zeros((len(sets), width), np.float32)
+    real = np.zeros((len(sets), width), np.float32)
+    for g, kn in enumerate(sets):
+        layer[g, :len(kn)], index[g, :len(kn)] = kn.neurons[:, 0], kn.neurons[:, 1]
+        sign[g, :len(kn)], real[g, :len(kn)] = np.sign(kn.abar), 1.0
+    denom = np.array([np.sum(np.abs(kn.abar)) for kn in sets], np.float32)
+    return layer, index, sign, real, denom
+
+
+def read_many(acts: Float[Array, "... L F"], sets: Sequence[KNSet], *, kind: str = "relative"
+              ) -> Float[Array, "... G"]:
+    """R (kind="relative") or the paper's KN score (kind="paper") of G sets from one capture, [..., G].
+
+    One gather of [..., G, K] activations and a weighted sum: reading many sets (a wrong-fact null, 100
+    matched random draws) costs nothing once a prompt's [L, F] activations are captured.
+    """
+    if kind not in SCORES:
+        raise ValueError(f"unknown score {kind!r}; choose from {SCORES}")
+    if not len(sets):
+        raise ValueError("read_many needs at least one KN set")
+    acts = jnp.asarray(acts, jnp.float32)
+    _check_dims(acts, sets)
+    layer, index, sign, real, denom = _stack(sets)
+    values = acts[..., layer, index]  # [..., G, K]
+    if kind == "paper":
+        return jnp.sum(values * real, axis=-1) / jnp.sum(real, axis=-1)
+    return jnp.sum(values * sign, axis=-1) / denom
+
+
+def read_R(acts: Float[Array, "... L F"], kn: KNSet) -> Float[Array, "..."]:
+    """R = sum sign(abar) a / sum |abar| over the set (METHOD §5), [...]; equals `relative_score`."""
+    return read_many(acts, [kn])[..., 0]
+
+
+def read_kn_score(acts: Float[Array, "... L F"], kn: KNSet) -> Float[Array, "..."]:
+    """The paper's KN score of the set (mean activation), [...]; equals `kn_score`."""
+    return read_many(acts, [kn], kind="paper")[..., 0]
+
+
+def specific_score(acts: Float[Array, "... L F"], own: KNSet, null: Sequence[KNSet]) -> Float[Array, "..."]:
+    """D(x) = R_own(x) - mean over the wrong-fact null of R_g(x) (METHOD §5), [...]."""
+    if not len(null):
+        raise ValueError("the specific score needs a wrong-fact null: pass at least one other fact's KNSet "
+                         "(jaxkn.nulls.wrong_fact_keys picks them)")
+    reads = read_many(acts, [own, *null])  # [..., 1 + G]
+    return reads[..., 0] - jnp.mean(reads[..., 1:], axis=-1)
+
+
+class SpecificSingleHop(NamedTuple):
+    """level: mean of per_query (D) over the folds with a non-empty set; per_query, own, null_mean: [J] (D, R_own
+    and the null's mean R on query j; NaN where the fold's set is empty); n_skipped: folds skipped."""
+
+    level: float
+    per_query: np.ndarray
+    own: np.ndarray
+    null_mean: np.ndarray
+    n_skipped: int
+
+
+def single_hop_specific_level(query_acts: Float[Array, "J L F"], neuron_sets_loo: Sequence,
+                              null: Sequence[KNSet]) -> SpecificSingleHop:
+    """Out-of-sample single-hop level of D: the mean over queries j of D(x_j).
+
+    What is held out for query j: the own set is `neuron_sets_loo[j]` (selected without query j, as for
+    `single_hop_level`) and its abar is the mean over the other J - 1 queries. The null sets are read as they
+    are (their neurons and abar from the null facts' own queries): those never include query j, so they are
+    out of sample already and one reading [J, G] serves every fold.
+
+    Raises ValueError for fewer than 2 queries (the leave-one-out fold would be empty) or a set count != J.
+    """
+    query_acts = jnp.asarray(query_acts, jnp.float32)
+    n_queries = query_acts.shape[0]
+    if n_queries < 2:
+        raise ValueError(f"a hop needs at least 2 single-hop queries for the leave-one-out specific level, got "
+                         f"{n_queries}: fold j's set and abar come from the other queries, and there are none")
+    if len(neuron_sets_loo) != n_queries:
+        raise ValueError(f"got {len(neuron_sets_loo)} leave-one-out neuron sets for {n_queries} queries")
+    if not len(null):
+        raise ValueError("the specific level needs a wrong-fact null: pass at least one other fact's KNSet")
+    null_mean = np.asarray(jnp.mean(read_many(query_acts, null), axis=-1), np.float64)  # [J]
+    total = jnp.sum(query_acts, axis=0)
+    own = np.full(n_queries, np.nan)
+    for j, omega in enumerate(neuron_sets_loo):
+        if len(omega) == 0:
+            continue  # an empty refined set is data (METHOD §4): the fold is skipped and counted
+        own[j] = float(read_R(query_acts[j], KNSet.from_abar(omega, (total - query_acts[j]) / (n_queries - 1))))
+    per_query = own - np.where(np.isnan(own), np.nan, null_mean)
+    skipped = int(np.isnan(per_query).sum())
+    level = float(np.nanmean(per_query)) if skipped < n_queries else float("nan")
+    return SpecificSingleHop(level, per_query, own, np.where(np.isnan(own), np.nan, null_mean), skipped)
+
+
+class TwoHopSpecific(NamedTuple):
+    """D on the two-hop question: max and mean over generated positions (both the one value without CoT);
+    per_position: D at each generated position ([N], None without generation)."""
+
+    max: float
+    mean: float
+    per_position: np.ndarray | None
+
+    def level(self, summary: str = "max") -> float:
+        if summary not in SUMMARIES:
+            raise ValueError(f"unknown summary {summary!r}; choose from {SUMMARIES}")
+        return self.max if summary == "max" else self.mean
+
+
+def two_hop_specific_level(acts: Float[Array, "L F"] | Float[Array, "N L F"], own: KNSet, null: Sequence[KNSet],
+                           *, valid=None) -> TwoHopSpecific:
+    """Two-hop specific level: D with the own set from all of the hop's queries.
+
+    acts: [L, F] at the last prompt token (no CoT), or [N, L, F] at each generated position (CoT), with
+    `valid` [N] marking real positions; both summaries (max, mean) are returned.
+    """
+    acts = jnp.asarray(acts)
+    values = np.asarray(specific_score(acts, own, null), np.float64)
+    if acts.ndim == 2:
+        return TwoHopSpecific(float(values), float(values), None)
+    valid = np.ones(values.shape, bool) if valid is None else np.asarray(valid, bool)
+    if not valid.any():
+        raise ValueError("no generated position to read: every position is marked invalid")
+    picked = values[valid]
+    return TwoHopSpecific(float(picked.max()), float(picked.mean()), values)
+
+
+def recalled_specific(two_hop_d, single_d, tau: float = 0.5) -> np.ndarray:
+    """Recalled-specific := two-hop D >= tau * single-hop D, element-wise, as float: 1.0 / 0.0, and NaN where
+    it is undefined (single-hop D <= 0 or NaN: the fact shows no specific signal; skipped and counted, e.g.
+    with `specific_share`)."""
+    two, single = np.asarray(two_hop_d, np.float64), np.asarray(single_d, np.float64)
+    defined = (single > 0) & np.isfinite(two)
+    return np.where(defined, (two >= tau * single).astype(np.float64), np.nan)
+
+
+class SpecificShare(NamedTuple):
+    """share: recalled / defined (NaN when nothing is defined); the counts it comes from."""
+
+    share: float
+    recalled: int
+    defined: int
+    skipped: int
+
+
+def specific_share(two_hop_d, single_d, tau: float = 0.5) -> SpecificShare:
+    """Share of hops recalled-specific at tau, over the hops where it is defined, with the skipped count."""
+    flags = np.atleast_1d(recalled_specific(two_hop_d, single_d, tau))
+    defined = np.isfinite(flags)
+    hits, n = int(flags[defined].sum()), int(defined.sum())
+    return SpecificShare(hits / n if n else float("nan"), hits, n, int((~defined).sum()))
+
+
+def specific_tau_curve(two_hop_d, single_d, taus: Sequence[float] = DEFAULT_TAUS):
+    """(taus [n], shares [n], defined, skipped): `specific_share` over tau; the counts do not depend on tau."""
+    taus = np.asarray(taus, np.float64)
+    shares = [specific_share(two_hop_d, single_d, t) for t in taus]
+    return taus, np.array([s.share for s in shares]), shares[0].defined, shares[0].skipped
+
 __all__ = [
     "SCORES", "SUMMARIES", "DEFAULT_TAUS", "site_activations", "GeneratedActivations", "generated_activations",
     "mean_activation", "kn_score", "relative_score", "score", "set_scores", "SingleHopLevel", "single_hop_level",
     "TwoHopLevel", "two_hop_level", "recalled", "tau_curve", "HopRecall", "hop_recall",
+    "KNSet", "read_many", "read_R", "read_kn_score", "specific_score", "SpecificSingleHop",
+    "single_hop_specific_level", "TwoHopSpecific", "two_hop_specific_level", "recalled_specific",
+    "SpecificShare", "specific_share", "specific_tau_curve",
 ]

@@ -1,6 +1,8 @@
 """KN Score (METHOD §5): score definitions, the leave-one-out single-hop level, two-hop summaries, tau, the
 random control, and reading activations (batched prompts; KV-cache generation equals re-running the text)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,98 @@ def test_bad_recall_inputs(query_acts):
         recall.score(query_acts[0], OMEGA)
     with pytest.raises(ValueError, match="invalid"):
         recall.two_hop_level(query_acts, OMEGA, query_acts.mean(0), valid=[False] * 5)
+
+
+# ---- KN sets read many at once, and the specific score D ---------------------------------------------
+
+def test_knset_reads_equal_the_scores(query_acts):
+    abar = recall.mean_activation(query_acts)
+    kn = recall.KNSet.from_queries(OMEGA, query_acts)
+    np.testing.assert_allclose(kn.abar, [abar[l, i] for l, i in OMEGA], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(recall.read_R(query_acts, kn)),
+                               np.asarray(recall.relative_score(query_acts, OMEGA, abar)), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(recall.read_kn_score(query_acts, kn)),
+                               np.asarray(recall.kn_score(query_acts, OMEGA)), rtol=1e-5)
+
+
+def test_read_many_equals_reading_each_set(query_acts):
+    abar = recall.mean_activation(query_acts)
+    sets = [recall.KNSet.from_abar(s, abar) for s in (OMEGA, OMEGA[:1], [(1, 2), (1, 5), (2, 0)], [(0, 47)])]
+    for kind, one in (("relative", recall.read_R), ("paper", recall.read_kn_score)):
+        many = np.asarray(recall.read_many(query_acts, sets, kind=kind))  # sets of different widths, padded
+        assert many.shape == (5, 4)
+        loop = np.stack([np.asarray(one(query_acts, kn)) for kn in sets], axis=-1)
+        np.testing.assert_allclose(many, loop, rtol=1e-6)
+
+
+def planted_facts(n_facts=4):
+    """A format neuron (0, 3) every fact's set holds (abar 10) and one neuron (2, 10 + g) per fact (abar 2)."""
+    sets = [recall.KNSet(np.array([[0, 3], [2, 10 + g]]), np.array([10.0, 2.0])) for g in range(n_facts)]
+    question = np.zeros((L, F), np.float32)  # a question about fact 0: the format neuron and fact 0's fire
+    question[0, 3], question[2, 10] = 10.0, 2.0
+    return sets, question
+
+
+def test_specific_score_discriminates_where_R_does_not():
+    sets, question = planted_facts()
+    r = np.asarray(recall.read_many(question, sets))
+    np.testing.assert_allclose(r, [1.0, 10 / 12, 10 / 12, 10 / 12], rtol=1e-6)
+    assert np.all(r >= 0.5)  # by R, every unrelated fact is "recalled" on this question
+    d = [float(recall.specific_score(question, sets[g], sets[:g] + sets[g + 1:])) for g in range(4)]
+    np.testing.assert_allclose(d[0], 1.0 - 10 / 12, rtol=1e-5)
+    np.testing.assert_allclose(d[1:], [10 / 12 - (1 + 2 * 10 / 12) / 3] * 3, rtol=1e-5)
+    assert d[0] > 0 > max(d[1:])
+
+
+def test_single_hop_specific_level_is_leave_one_out(query_acts):
+    sets, _ = planted_facts()
+    null = sets[1:]
+    loo = [OMEGA, OMEGA[:2], [], OMEGA[1:], [(1, 1)]]
+    got = recall.single_hop_specific_level(query_acts, loo, null)
+    assert got.n_skipped == 1 and np.isnan(got.per_query[2])
+    for j in (0, 1, 3, 4):
+        rest = np.delete(query_acts, j, axis=0).mean(0)  # the own set's abar from the other queries only
+        own = float(recall.relative_score(query_acts[j], loo[j], rest))
+        null_r = np.mean([float(recall.relative_score(query_acts[j], kn.neurons, _dense(kn)))
+                          for kn in null])  # the null sets as they are, not folded
+        np.testing.assert_allclose(got.own[j], own, rtol=1e-5)
+        np.testing.assert_allclose(got.per_query[j], own - null_r, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got.level, np.nanmean(got.per_query), rtol=1e-12)
+
+
+def _dense(kn):
+    dense = np.zeros((L, F), np.float32)
+    dense[kn.neurons[:, 0], kn.neurons[:, 1]] = kn.abar
+    return dense
+
+
+def test_two_hop_specific_level_and_recalled_specific(query_acts):
+    sets, question = planted_facts()
+    last = recall.two_hop_specific_level(question, sets[0], sets[1:])
+    assert last.per_position is None and last.max == last.mean == pytest.approx(1 - 10 / 12, rel=1e-5)
+    positions = np.stack([question * 0, question, question * 0.5])
+    cot = recall.two_hop_specific_level(positions, sets[0], sets[1:], valid=[True, True, False])
+    np.testing.assert_allclose(cot.per_position, np.array([0, 1, 0.5]) * (1 - 10 / 12), rtol=1e-5, atol=1e-7)
+    assert cot.level("max") == pytest.approx(cot.per_position[1]) and cot.level("mean") == pytest.approx(
+        cot.per_position[:2].mean())
+    flags = recall.recalled_specific([0.3, 0.1, 0.5, 0.9], [0.4, 0.4, 0.0, -0.2])
+    np.testing.assert_array_equal(flags[:2], [1.0, 0.0])
+    assert np.isnan(flags[2:]).all()  # no specific signal on the single hop: undefined, not "not recalled"
+    share = recall.specific_share([0.3, 0.1, 0.5, 0.9], [0.4, 0.4, 0.0, -0.2])
+    assert share == (0.5, 1, 2, 2)
+    taus, shares, defined, skipped = recall.specific_tau_curve([0.3, 0.1], [0.4, 0.4])
+    assert (defined, skipped) == (2, 0) and shares[taus == 0.25] == 1.0 and shares[-1] == 0.0
+
+
+def test_specific_guards(query_acts):
+    sets, question = planted_facts()
+    with pytest.raises(ValueError, match="at least 2 single-hop queries"):
+        recall.single_hop_specific_level(query_acts[:1], [OMEGA], sets)
+    with pytest.raises(ValueError, match="wrong-fact null"):
+        recall.specific_score(question, sets[0], [])
+    with pytest.raises(ValueError, match="k >= 1"):
+        recall.KNSet(np.zeros((0, 2), int), np.zeros(0))
+    with pytest.raises(ValueError, match=re.escape("sum |abar| > 0")):
+        recall.KNSet(np.array([[0, 1]]), np.array([0.0]))
+    with pytest.raises(ValueError, match="outside activations"):
+        recall.read_R(question[:2], sets[0])
