@@ -4,6 +4,9 @@
     python -m jaxkn.data build --out geo.json --plain      # the bare TFRKN list (+ geo.json.meta.json)
     python -m jaxkn.data stats FILE                        # TFRKN, jaxkn-built or MQuAKE file
 
+Errors in the input (a missing or malformed file, bad records) print one message and exit with status 2; every
+bad record is listed. --debug shows the traceback.
+
 `build` writes jaxkn's built-file object ({"format": "tfrkn", "metadata": ..., "items": [TFRKN records]}); the
 metadata carries the GeoNames CC BY 4.0 attribution. `--plain` writes the bare list and the metadata beside it.
 """
@@ -15,14 +18,18 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from jaxkn.cli import add_debug_flag, run_cli
 from jaxkn.data.builder import build_items, build_metadata, pair_name, parse_pair
 from jaxkn.data.loaders import load_items, load_metadata, save_items
 from jaxkn.data.relations import RELATION_PAIRS
 
+PROG = "python -m jaxkn.data"
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jaxkn.data", description=__doc__,
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build a TFRKN-format dataset from the installed geography packages")
     build.add_argument("--out", required=True, help="output path (.json or .json.gz)")
@@ -65,10 +72,16 @@ def _stats(args) -> None:
         print(f"attribution: {attribution}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     _build(args) if args.command == "build" else _stats(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring); returns the exit status (2 for a user error)."""
+    return run_cli(_main, argv, prog=PROG)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
