@@ -41,7 +41,10 @@ def _rows(ids) -> list[np.ndarray]:
     if isinstance(ids, (list, tuple)) and ids and all(isinstance(r, (list, tuple, np.ndarray, jax.Array))
                                                       for r in ids):
         return [np.asarray(r).reshape(-1) for r in ids]
-    arr = np.asarray(ids)
+    try:
+        arr = np.asarray(ids)
+    except ValueError as e:  # a mix of rows and scalars
+        raise TokenIdError(f"expected a row or a batch of rows of token ids, got {type(ids).__name__}: {e}") from e
     if arr.ndim <= 1:
         return [arr.reshape(-1)]
     return list(arr.reshape(-1, arr.shape[-1]))
@@ -53,10 +56,8 @@ def _bad_rows(rows: list[np.ndarray], vocab_size: int, where: str) -> list[tuple
         if row.size == 0:
             continue
         if row.dtype == bool or not np.issubdtype(row.dtype, np.integer):
-            if not all(float(x).is_integer() and not isinstance(x, (bool, np.bool_)) for x in row.tolist()):
-                raise TokenIdError(f"{where}: token ids must be integers, row {r} holds {row.dtype} values "
-                                   f"{row.tolist()[:MAX_LISTED]}")
-            row = row.astype(np.int64)
+            raise TokenIdError(f"{where}: token ids must be integers, row {r} holds {row.dtype} values "
+                               f"{row.tolist()[:MAX_LISTED]}")
         out = (row < 0) | (row >= vocab_size)
         if out.any():
             bad.append((r, sorted(set(row[out].tolist()))))
