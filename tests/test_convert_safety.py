@@ -164,3 +164,31 @@ def test_cli_errors_are_one_line_with_status_2_and_a_traceback_with_debug(tmp_pa
     with pytest.raises(CheckpointError, match="neither"):
         convert_main([str(tmp_path / "missing"), str(tmp_path / "out"), "--debug"])
     assert not (tmp_path / "out").exists()
+
+
+def test_run_cli_reports_user_errors_and_lets_bugs_through(capsys, monkeypatch):
+    from jaxkn.cli import run_cli
+    from jaxkn.errors import UserInputError
+
+    seen = []
+
+    def failing(exc):
+        def main_fn(argv):
+            seen.append(argv)
+            raise exc
+        return main_fn
+
+    assert run_cli(failing(UserInputError("bad flag\n  details")), [], prog="tool") == 2
+    assert capsys.readouterr().err == "tool: error: bad flag\n  details\n"
+    assert run_cli(failing(FileNotFoundError(2, "No such file or directory", "/x")), [], prog="tool") == 2
+    assert capsys.readouterr().err == "tool: error: No such file or directory: /x\n"
+    assert run_cli(failing(KeyboardInterrupt()), [], prog="tool") == 130
+    with pytest.raises(RuntimeError, match="a bug"):  # not a user error: its traceback is kept
+        run_cli(failing(RuntimeError("a bug")), [], prog="tool")
+    with pytest.raises(UserInputError):
+        run_cli(failing(UserInputError("x")), ["a", "--debug", "--", "--debug"], prog="tool")
+    assert seen[-1] == ["a", "--", "--debug"]  # run_cli takes its flag; what follows "--" is the command's
+    monkeypatch.setenv("JAXKN_DEBUG", "1")
+    with pytest.raises(UserInputError):
+        run_cli(failing(UserInputError("x")), [], prog="tool")
+    assert run_cli(lambda argv: None, [], prog="tool") == 0

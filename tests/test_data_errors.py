@@ -187,3 +187,24 @@ def test_record_hash_keys_results_to_content(tmp_path):
     assert dataset_hashes(reloaded) == hashes
     with pytest.raises(ItemFormatError, match="repeats"):
         dataset_hashes(items + items[:1])
+
+
+def test_data_build_refuses_existing_outputs_before_building(tmp_path, monkeypatch, capsys):
+    import jaxkn.data.__main__ as cli
+
+    monkeypatch.setattr(cli, "build_items", lambda **kw: pytest.fail("built before the output was checked"))
+    out = tmp_path / "mine.json"
+    out.write_text("my notes")
+    assert data_main(["build", "--out", str(out)]) == 2
+    assert f"{out} already exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "my notes"
+    assert data_main(["build", "--out", str(tmp_path / "x.json"), "--relations", "capital->capital"]) == 2
+    assert "--relations: unknown relation pair 'capital->capital'" in capsys.readouterr().err
+
+
+def test_save_items_replaces_a_file_whole_and_leaves_no_temporary_file(tmp_path):
+    items = load_tfrkn([_record(0), _record(1)])
+    path = tmp_path / "items.json.gz"
+    path.write_text("old")
+    assert load_items(save_items(items, path)) == items
+    assert [p.name for p in tmp_path.iterdir()] == ["items.json.gz"]

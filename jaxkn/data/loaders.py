@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -252,16 +253,25 @@ def _with_source(loader, data, path: Path) -> list[TwoHopItem]:
 
 def save_items(items: Sequence[TwoHopItem], path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Writes items as JSON (gzip when the path ends in .gz): the bare TFRKN list when `metadata` is None,
-    else jaxkn's built-file object with the metadata. Deterministic bytes for equal input."""
+    else jaxkn's built-file object with the metadata. Deterministic bytes for equal input.
+
+    The file is written beside `path` and renamed over it when complete, so an interrupted write never leaves
+    a truncated dataset (an existing file is replaced; `python -m jaxkn.data build` asks for --overwrite).
+    """
     path = Path(path)
     records = [item.to_record() for item in items]
     data: Any = records if metadata is None else {"format": BUILT_FORMAT, "metadata": metadata, "items": records}
     text = json.dumps(data, ensure_ascii=False, indent=None, separators=(",", ":"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".gz":
-        # mtime=0 keeps the gzip header, and so the file, byte-identical across builds.
-        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-            f.write(text.encode("utf-8"))
-    else:
-        path.write_text(text, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.jaxkn-tmp-{os.getpid()}")
+    try:
+        if path.suffix == ".gz":
+            # mtime=0 keeps the gzip header, and so the file, byte-identical across builds.
+            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+                f.write(text.encode("utf-8"))
+        else:
+            tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
