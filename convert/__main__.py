@@ -11,8 +11,9 @@ Copy this:
 Then `jaxkn.load_model(OUT)` returns (cfg, params, tokenizer).
 
 OUT must be missing or empty, or (with --overwrite) a previous jaxkn checkpoint; anything else, an HF folder
-included, is refused before a weight is read. The checkpoint is written into `.OUT.jaxkn-tmp-<pid>` beside OUT
-and renamed into place when complete, so an interrupted run leaves OUT as it was (rerun the same command).
+included, is refused before a weight is read. The checkpoint is written into `.OUT.jaxkn-tmp-<host>-<pid>`
+beside OUT and renamed into place when complete, so an interrupted run leaves OUT as it was (rerun the same
+command; the next run removes the dead run's temporary folder).
 Errors print one line and exit with status 2; --debug shows the traceback.
 """
 

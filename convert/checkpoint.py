@@ -7,8 +7,8 @@
 
 Writing never loses data: `save_checkpoint` refuses an output folder that holds anything jaxkn did not write
 (checked by `check_target` before any weight is read or written), writes into a temporary folder beside the
-target (`.OUT.jaxkn-tmp-<pid>`, same parent, so the final rename is atomic) and renames it into place at the
-end. A killed run leaves only its temporary folder; the next write to the same target removes temporary
+target (`.OUT.jaxkn-tmp-<host>-<pid>`, same parent, so the final rename is atomic) and renames it into place
+at the end. A killed run leaves only its temporary folder; the next write to the same target removes temporary
 folders whose process is gone. `overwrite=True` replaces a previous jaxkn checkpoint (recognised by the marker,
 or by the exact layout of checkpoints written before the marker existed), never a foreign folder.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ MARKER_FILE, MARKER_FORMAT, MARKER_VERSION = "jaxkn_checkpoint.json", "jaxkn-che
 CHECKPOINT_ENTRIES = frozenset({CONFIG_FILE, PARAMS_DIR, TOKENIZER_DIR, MARKER_FILE})
 ORBAX_FILES = ("_CHECKPOINT_METADATA", "_METADATA")  # what orbax's StandardCheckpointer always writes
 TMP_TAG, OLD_TAG = "jaxkn-tmp", "jaxkn-old"
+OTHER_HOST_TEMP_AGE_S = 86400.0  # a pid on another host cannot be checked from here; after a day it is dead
 
 
 class TargetExistsError(CheckpointError):
@@ -118,9 +120,17 @@ def check_target(out_dir: str | Path, *, overwrite: bool = False) -> Path:
 
 # ---- temporary folders ------------------------------------------------------------------------------
 
-def temp_path(out: Path, tag: str = TMP_TAG, pid: int | None = None) -> Path:
-    """Where a write to `out` stages its files: beside `out`, so the final rename stays on one filesystem."""
-    return out.parent / f".{out.name}.{tag}-{os.getpid() if pid is None else pid}"
+def _host() -> str:
+    return socket.gethostname().replace("/", "_") or "localhost"
+
+
+def temp_path(out: Path, tag: str = TMP_TAG, pid: int | None = None, host: str | None = None) -> Path:
+    """Where a write to `out` stages its files: beside `out`, so the final rename stays on one filesystem.
+
+    The name carries the host and pid of the writer (`.OUT.jaxkn-tmp-<host>-<pid>`), so a later run can tell
+    whether the writer is still alive (on a filesystem shared by several hosts, only its own host can).
+    """
+    return out.parent / f".{out.name}.{tag}-{host or _host()}-{os.getpid() if pid is None else pid}"
 
 
 def process_start_time(pid: int) -> float | None:
@@ -149,22 +159,29 @@ def _pid_alive(pid: int, since: float) -> bool:
 
 
 def clean_stale_temps(out: str | Path) -> list[Path]:
-    """Removes the temporary folders of writes to `out` whose process is gone; returns what it removed."""
+    """Removes the temporary folders of writes to `out` whose process is gone; returns what it removed.
+
+    A writer on this host is gone when its pid is (or was recycled by a later process); one on another host
+    (a shared filesystem) cannot be checked, so its folder is removed only when untouched for a day.
+    """
     out = Path(out).absolute()
     removed = []
     if not out.parent.is_dir():
         return removed
+    me = (_host(), os.getpid())
     for tag in (TMP_TAG, OLD_TAG):
         prefix = f".{out.name}.{tag}-"
         for path in out.parent.glob(f"{prefix}*"):
-            pid = path.name[len(prefix):]
-            if not pid.isdigit() or int(pid) == os.getpid():
+            host, _, pid = path.name[len(prefix):].rpartition("-")
+            if not pid.isdigit() or (host, int(pid)) == me:
                 continue
             try:
-                created = path.stat().st_mtime
+                modified = path.stat().st_mtime
             except OSError:
                 continue
-            if not _pid_alive(int(pid), created):
+            stale = (not _pid_alive(int(pid), modified) if host == me[0]
+                     else time.time() - modified > OTHER_HOST_TEMP_AGE_S)
+            if stale:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
     return removed

@@ -114,6 +114,19 @@ def test_a_killed_conversion_is_rerun_and_its_temporary_folder_cleaned(hf_dir, t
     assert checkpoint.clean_stale_temps(out) == [running]  # its process is gone now
 
 
+def test_temporary_folders_of_other_hosts_are_kept_until_a_day_old(tmp_path):
+    out = tmp_path / "ck"
+    fresh = temp_path(out, pid=os.getpid(), host="other-host.example")  # its pid means nothing here
+    old = temp_path(out, pid=12, host="old-host")
+    fresh.mkdir()
+    old.mkdir()
+    os.utime(old, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    mine = temp_path(out)  # this process's own: in use
+    mine.mkdir()
+    assert checkpoint.clean_stale_temps(out) == [old]
+    assert fresh.is_dir() and mine.is_dir()
+
+
 def test_an_incomplete_old_checkpoint_needs_overwrite(hf_dir, tmp_path, capsys):
     out = tmp_path / "ck"
     save_checkpoint(out, TINY_CFG, _tiny_params(), None)
