@@ -38,7 +38,7 @@ def convert(src: str | Path, out: str | Path, dtype: str | None = None, *, overw
     """
     from jaxkn.convert.checkpoint import check_target, save_checkpoint
     from jaxkn.convert.mapping import CheckpointError
-    from jaxkn.validation import read_json_object
+    from jaxkn.validation import check_json_files
 
     if Path(src).resolve() == Path(out).resolve():
         raise CheckpointError(f"the output folder is the source folder {Path(src).resolve()}; converting in "
@@ -56,7 +56,7 @@ def convert(src: str | Path, out: str | Path, dtype: str | None = None, *, overw
     elif src.is_dir() and (src / "config.json").is_file():
         from jaxkn.convert.hf import convert_hf
 
-        read_json_object(src / "config.json", what="an HF model config")  # a broken file named, with its line
+        check_json_files(src)  # a broken config.json or tokenizer file is named, with its line
         cfg, params, tokenizer = convert_hf(src, dtype)
     else:
         raise CheckpointError(f"{src} is neither an HF model folder (with config.json) nor a .gguf file")

@@ -34,7 +34,7 @@ from jaxkn.config import ModelConfig
 from jaxkn.convert.mapping import CheckpointError
 from jaxkn.model import param_shapes
 from jaxkn.tokenizer import Tokenizer
-from jaxkn.validation import check_tokenizer_fits, read_json_object
+from jaxkn.validation import check_json_files, check_tokenizer_fits, read_json_object
 
 CONFIG_FILE, PARAMS_DIR, TOKENIZER_DIR = "config.json", "params", "tokenizer"
 MARKER_FILE, MARKER_FORMAT, MARKER_VERSION = "jaxkn_checkpoint.json", "jaxkn-checkpoint", 1
@@ -318,6 +318,7 @@ def load_checkpoint(path: str | Path, shardings=None) -> tuple[ModelConfig, dict
     if not is_checkpoint(path):
         raise CheckpointError(f"{path} is not a jaxkn checkpoint (needs {CONFIG_FILE} and {PARAMS_DIR}/)")
     cfg = ModelConfig.from_dict(read_json_object(path / CONFIG_FILE, what="a jaxkn model config"))
+    check_json_files(path / TOKENIZER_DIR)
     tokenizer = Tokenizer.load(path / TOKENIZER_DIR) if (path / TOKENIZER_DIR).is_dir() else None
     check_tokenizer_fits(tokenizer, cfg, where=path)  # before the weights: a mismatch is refused at no cost
     params = restore_params(path, cfg, shardings)

@@ -22,7 +22,7 @@ from jaxkn.convert.hf import convert_hf
 from jaxkn.convert.mapping import CheckpointError
 from jaxkn.convert.smollm2 import convert_smollm2
 from jaxkn.runtime import cache_dir
-from jaxkn.validation import check_tokenizer_fits, read_json_object
+from jaxkn.validation import check_json_files, check_tokenizer_fits
 
 DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
 
@@ -47,7 +47,7 @@ def load_model(path: str | Path, dtype: str | None = None, shardings=None):
     if path.is_file() and path.suffix == ".gguf":
         cfg, params, tokenizer = convert_gguf(path, dtype)
     elif path.is_dir() and (path / "config.json").is_file():
-        read_json_object(path / "config.json", what="an HF model config")  # a broken file named, with its line
+        check_json_files(path)  # a broken config.json or tokenizer file is named, with its line
         cfg, params, tokenizer = convert_hf(path, dtype)
     else:
         raise CheckpointError(f"{path} is neither a jaxkn checkpoint folder, an HF model folder (config.json) "

@@ -6,13 +6,15 @@
   transform) are checked; tracers pass through, so `jit`/`vmap`/`grad` users pay nothing.
 - `check_tokenizer_fits(tokenizer, cfg, where=...)`: the tokenizer's largest id must be a row of the model's
   embedding table (a 64-token model loaded with a 49k tokenizer is refused at load, not run).
-- `read_json_file(path, what=...)`: JSON with an error naming the file, line and column.
+- `read_json_file(path, what=...)`: JSON with an error naming the file, line and column; `check_json_files`
+  does that for a model folder's config.json / tokenizer files before other libraries read them.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import numpy as np
 from jaxkn.errors import JSONFileError, UserInputError
 
 MAX_LISTED = 5  # bad rows (and ids per row) quoted in a message; the count says how many more
+HF_JSON_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json")
 
 
 class TokenIdError(UserInputError):
@@ -154,6 +157,15 @@ def read_json_object(path: str | Path, *, what: str) -> dict[str, Any]:
     return data
 
 
+def check_json_files(folder: str | Path, names: Sequence[str] = HF_JSON_FILES) -> None:
+    """Parses each of `names` present in `folder` as a JSON object, so a broken one is named with its line
+    before a library that reads it raises something vaguer (tokenizers: "expected value at line 1")."""
+    for name in names:
+        path = Path(folder) / name
+        if path.is_file():
+            read_json_object(path, what=f"a JSON object ({name})")
+
+
 def check_all_finite(values, *, what: str) -> None:
     """Raises `UserInputError` unless every value is a finite real number (bools refused); skips tracers."""
     if _is_traced(values):
@@ -170,5 +182,5 @@ def check_all_finite(values, *, what: str) -> None:
                              f"turns every activation it touches, and so the logits, into NaN)")
 
 
-__all__ = ["TokenIdError", "check_all_finite", "check_token_ids", "check_tokenizer_fits", "max_token_id",
+__all__ = ["TokenIdError", "check_all_finite", "check_json_files", "check_token_ids", "check_tokenizer_fits", "max_token_id",
            "read_json_file", "read_json_object", "read_json_text"]

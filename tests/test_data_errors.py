@@ -173,6 +173,15 @@ def test_a_broken_config_json_names_the_file_and_line(tmp_path):
     (ck / "config.json").write_text("[1, 2]")
     with pytest.raises(JSONFileError, match="expected a jaxkn model config \\(a JSON object\\), got a JSON list"):
         load_checkpoint(ck)
+    ck = save_checkpoint(tmp_path / "ck2", cfg, init_params(cfg, jax.random.PRNGKey(0)), None)
+    (ck / "tokenizer").mkdir()
+    (ck / "tokenizer" / "tokenizer.json").write_text('{"version": "1.0",\n  "model": }')
+    with pytest.raises(JSONFileError, match=r"tokenizer/tokenizer.json: not valid JSON at line 2, column 12"):
+        load_checkpoint(ck)
+    (hf / "config.json").write_text("{}")
+    (hf / "tokenizer_config.json").write_text("{'single': 'quotes'}")
+    with pytest.raises(JSONFileError, match=r"hf/tokenizer_config.json: not valid JSON at line 1, column 2"):
+        load_model(hf)
 
 
 def test_record_hash_keys_results_to_content(tmp_path):
