@@ -39,7 +39,7 @@ def _is_traced(ids) -> bool:
     return False
 
 
-def _rows(ids) -> list[np.ndarray]:
+def _rows(ids, where: str) -> list[np.ndarray]:
     """The ids as a list of 1-d integer rows (ragged lists of prompts stay ragged)."""
     if isinstance(ids, (list, tuple)) and ids and all(isinstance(r, (list, tuple, np.ndarray, jax.Array))
                                                       for r in ids):
@@ -47,7 +47,8 @@ def _rows(ids) -> list[np.ndarray]:
     try:
         arr = np.asarray(ids)
     except ValueError as e:  # a mix of rows and scalars
-        raise TokenIdError(f"expected a row or a batch of rows of token ids, got {type(ids).__name__}: {e}") from e
+        raise TokenIdError(f"{where}: expected a row or a batch of rows of token ids, got a mix of rows and "
+                           f"single ids ({e})") from e
     if arr.ndim <= 1:
         return [arr.reshape(-1)]
     return list(arr.reshape(-1, arr.shape[-1]))
@@ -77,7 +78,7 @@ def check_token_ids(ids, vocab_size: int, *, where: str) -> None:
     """
     if _is_traced(ids):
         return
-    bad = _bad_rows(_rows(ids), vocab_size, where)
+    bad = _bad_rows(_rows(ids, where), vocab_size, where)
     if not bad:
         return
     listed = "; ".join(f"row {r}: {v[:MAX_LISTED]}{' ...' if len(v) > MAX_LISTED else ''}"

@@ -87,6 +87,8 @@ def test_the_checker_reports_rows_and_refuses_non_integers():
         check_token_ids([[1.0, 2.0]], 64, where="x")
     with pytest.raises(TokenIdError, match=r"and 2 more rows"):
         check_token_ids([[-1]] * 7, 64, where="x")
+    with pytest.raises(TokenIdError, match="x: expected a row or a batch of rows"):
+        check_token_ids([[1, 2], 3], 64, where="x")
 
 
 def test_a_tokenizer_larger_than_the_vocabulary_is_refused_at_save_and_load(params, tmp_path):
