@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from jaxkn.convert.checkpoint import save_checkpoint
+from jaxkn.convert.checkpoint import check_target, save_checkpoint
 from jaxkn.convert.gguf import convert_gguf
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -28,7 +28,12 @@ def gguf_path() -> Path:
                             f"install it with: {INSTALL_HINT}")
 
 
-def convert_smollm2(out: str | Path, dtype: str = "float32") -> Path:
-    """Converts the embedded SmolLM2 GGUF into a jaxkn checkpoint folder `out`; returns `out`."""
+def convert_smollm2(out: str | Path, dtype: str = "float32", *, overwrite: bool = False) -> Path:
+    """Converts the embedded SmolLM2 GGUF into a jaxkn checkpoint folder `out`; returns `out`.
+
+    `out` is checked before the GGUF is read (`jaxkn.convert.checkpoint.check_target`; `overwrite` replaces a
+    previous jaxkn checkpoint only).
+    """
+    check_target(out, overwrite=overwrite)
     cfg, params, tokenizer = convert_gguf(gguf_path(), dtype=dtype)
-    return save_checkpoint(out, cfg, params, tokenizer)
+    return save_checkpoint(out, cfg, params, tokenizer, overwrite=overwrite)

@@ -40,6 +40,7 @@ from jaxkn.model import (
 )
 from jaxkn.runtime import bucket_length
 from jaxkn.site import SITES, SiteEdit
+from jaxkn.validation import check_token_ids
 
 MODES = ("last", "cached", "all")
 
@@ -180,6 +181,7 @@ def generate(
       mode: "last", "cached" or "all".
       capture: a site whose activations to return at each predicting position.
     """
+    check_token_ids(prompts, cfg.vocab_size, where="generate")
     if mode not in MODES:
         raise ValueError(f"unknown decoding mode {mode!r}; choose from {MODES}")
     if site not in SITES or (capture is not None and capture not in SITES):

@@ -37,6 +37,7 @@ from jaxkn.generate import MODES, Generation, generate
 from jaxkn.model import Params, forward
 from jaxkn.runtime import bucket_length
 from jaxkn.site import SITES, SiteEdit, scale_edit
+from jaxkn.validation import check_all_finite, check_token_ids
 
 POSITIONS = ("last", "all", "mask")
 ENHANCE, SUPPRESS = 2.0, 0.0
@@ -44,12 +45,40 @@ ENHANCE, SUPPRESS = 2.0, 0.0
 
 # ---- neuron sets -------------------------------------------------------------------------------------
 
+def _is_index(x) -> bool:
+    # bools are ints to Python and numpy: (True, 5) would silently mean layer 1
+    if isinstance(x, jax.Array):
+        return x.ndim == 0 and jnp.issubdtype(x.dtype, jnp.integer)
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _pairs(neurons) -> np.ndarray:
+    """The neuron set as an array, every entry checked to be a pair of integers (not bools, not floats)."""
+    if isinstance(neurons, (np.ndarray, jax.Array)):
+        arr = np.asarray(neurons)
+        if arr.dtype == bool:
+            raise ValueError(f"neurons must be integer (layer, index) pairs, got a bool array of shape {arr.shape}")
+        return arr
+    entries = []
+    for k, entry in enumerate(neurons):
+        try:
+            entry = tuple(entry.tolist() if isinstance(entry, (np.ndarray, jax.Array)) else entry)
+        except TypeError:
+            entry = (entry,)
+        if len(entry) != 2 or not all(map(_is_index, entry)):
+            raise ValueError(f"neuron {k} is {entry!r}: each neuron must be an integer (layer, index) pair "
+                             f"(not bools or floats)")
+        entries.append(entry)
+    return np.asarray(entries, np.int64)
+
+
 def neuron_array(neurons, n_layers: int, d_ff: int) -> Int[np.ndarray, "n 2"]:
     """Validated, de-duplicated (layer, index) pairs, sorted, as an int array [n, 2].
 
-    Raises ValueError for an empty set, a malformed entry, or a layer or index out of range (naming it).
+    Raises ValueError for an empty set, a malformed entry (not a pair of integers: bools and floats are
+    refused), or a layer or index out of range (naming it).
     """
-    arr = np.asarray(neurons.tolist() if isinstance(neurons, np.ndarray) else [tuple(n) for n in neurons])
+    arr = _pairs(neurons)
     if arr.size == 0:
         raise ValueError("empty neuron set: an intervention needs at least one (layer, index) pair "
                          "(a fact whose refined set is empty is skipped by the experiment, not intervened on)")
@@ -181,7 +210,8 @@ def _positions(positions) -> tuple[str, jax.Array | None]:
 
 def scale_neurons(neurons, factor: float, cfg: ModelConfig, *, positions="last",
                   site: str = "product") -> Intervention:
-    """Multiplies the neurons of `neurons` by `factor` (any float; 0 suppresses, 2 enhances)."""
+    """Multiplies the neurons of `neurons` by `factor` (any finite float; 0 suppresses, 2 enhances)."""
+    check_all_finite(factor, what="scale_neurons factor")
     pairs = neuron_array(neurons, cfg.n_layers, cfg.d_ff)
     factors = np.ones((cfg.n_layers, cfg.d_ff), np.float32)
     factors[pairs[:, 0], pairs[:, 1]] = factor
@@ -281,12 +311,14 @@ def _summarise(per_token) -> AnswerProbability:
 def answer_probability(params: Params, cfg: ModelConfig, prompt: Sequence[int], target: Sequence[int],
                        intervention: Interventions | None = None) -> AnswerProbability:
     """P(target | prompt), teacher-forced, under an optional intervention (module docstring)."""
+    check_token_ids([prompt, target], cfg.vocab_size, where="answer_probability (prompt, target)")
     rows = teacher_forced_rows(prompt, target, cfg.pad_token_id or 0)
     return _summarise(_target_probs_jit(params, cfg, *map(jnp.asarray, rows), intervention))
 
 
 def intervention_effect(params: Params, cfg: ModelConfig, prompt, target, intervention: Interventions) -> Effect:
     """P(target) before and after the intervention."""
+    check_token_ids([prompt, target], cfg.vocab_size, where="intervention_effect (prompt, target)")
     return Effect(answer_probability(params, cfg, prompt, target),
                   answer_probability(params, cfg, prompt, target, intervention))
 
@@ -299,6 +331,7 @@ def sweep(params: Params, cfg: ModelConfig, prompt, target, stacked: Interventio
     dropped) and results come back as numpy. rule: places `params` on `mesh` under this rule; None keeps
     params already placed on `mesh` and replicates others.
     """
+    check_token_ids([prompt, target], cfg.vocab_size, where="sweep (prompt, target)")
     rows = teacher_forced_rows(prompt, target, cfg.pad_token_id or 0)
     if mesh is None:
         if rule is not None:
@@ -315,6 +348,7 @@ def sweep_factors(params: Params, cfg: ModelConfig, prompt, target, neurons, fac
                   positions="last", site: str = "product", mesh=None, rule: str | None = None
                   ) -> AnswerProbability:
     """P(target) with `neurons` scaled by each factor in `factors` ([N] results); `mesh`, `rule`: `sweep`."""
+    check_all_finite(factors, what="sweep_factors factors")
     pairs = neuron_array(neurons, cfg.n_layers, cfg.d_ff)
     chosen = np.zeros((cfg.n_layers, cfg.d_ff), bool)
     chosen[pairs[:, 0], pairs[:, 1]] = True

@@ -34,6 +34,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from jaxkn.config import ModelConfig, rope_inverse_frequencies
 from jaxkn.site import SITES, SiteEdit, apply_edits, as_tuple
+from jaxkn.validation import check_token_ids
 
 Params = dict
 # Finite, so a fully masked (padding) row softmaxes to uniform instead of NaN.
@@ -222,6 +223,7 @@ def forward(
       return_logits: set False when only captures are wanted.
       return_kv: also return every layer's keys/values (to seed a KV cache).
     """
+    check_token_ids(tokens, cfg.vocab_size, where="forward")  # concrete inputs only; tracers pass
     tokens = jnp.asarray(tokens)
     check_context(cfg, tokens.shape[1])
     for site in capture:

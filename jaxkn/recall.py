@@ -42,6 +42,7 @@ from jaxkn.config import ModelConfig
 from jaxkn.generate import Generation, left_pad
 from jaxkn.interventions import Intervention, generate_under, neuron_array, random_neurons, site_edits
 from jaxkn.model import Params, forward
+from jaxkn.validation import check_token_ids
 
 SCORES = ("relative", "paper")
 SUMMARIES = ("max", "mean")
@@ -65,6 +66,7 @@ def site_activations(params: Params, cfg: ModelConfig, prompts: Sequence[Sequenc
     at: "last" (the last prompt token, the read position) or one index per prompt (negative counts from
     the end). Prompts are left-padded to a bucketed length; a row's result does not depend on the batch.
     """
+    check_token_ids(prompts, cfg.vocab_size, where="site_activations")
     tokens, valid = left_pad(prompts, cfg.pad_token_id or 0)
     length = tokens.shape[1]
     if isinstance(at, str):

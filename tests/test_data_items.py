@@ -82,15 +82,15 @@ def test_readme_record_loads_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("mutate, match", [
-    (lambda r: r.pop("fact2_ans"), r"record 1: field 'fact2_ans': is missing"),
-    (lambda r: r.update(fact1_query="Who authored Paradiso?"), r"record 1: field 'fact1_query': expected a list"),
-    (lambda r: r.update(fact2_query=[]), r"record 1: field 'fact2_query': is an empty list"),
-    (lambda r: r.update(case_id="3"), r"record 1: field 'case_id': expected an integer"),
-    (lambda r: r.update(fact1_ans=7), r"record 1: field 'fact1_ans': expected a string"),
-    (lambda r: r.update(two_hop_id=[["Q1", "P50"]]), r"record 1: field 'two_hop_id': expected \[\[s, r1, o1\]"),
-    (lambda r: r.update(fact1_query=["ok", ""]), r"record 1: field 'fact1_query': element 1"),
-    (lambda r: r.update(fact1_ans_alias="Dante"), r"record 1: field 'fact1_ans_alias': expected a list"),
-    (lambda r: r.update(case_id=0), r"record 1: field 'case_id': 0 repeats record 0"),
+    (lambda r: r.pop("fact2_ans"), r"record 1 \(case_id 3\): field 'fact2_ans': is missing"),
+    (lambda r: r.update(fact1_query="Who authored Paradiso?"), r"record 1 \(case_id 3\): field 'fact1_query': expected a list"),
+    (lambda r: r.update(fact2_query=[]), r"record 1 \(case_id 3\): field 'fact2_query': is an empty list"),
+    (lambda r: r.update(case_id="3"), r"record 1 \(case_id '3'\): field 'case_id': expected an integer"),
+    (lambda r: r.update(fact1_ans=7), r"record 1 \(case_id 3\): field 'fact1_ans': expected a string"),
+    (lambda r: r.update(two_hop_id=[["Q1", "P50"]]), r"record 1 \(case_id 3\): field 'two_hop_id': expected \[\[s, r1, o1\]"),
+    (lambda r: r.update(fact1_query=["ok", ""]), r"record 1 \(case_id 3\): field 'fact1_query': element 1"),
+    (lambda r: r.update(fact1_ans_alias="Dante"), r"record 1 \(case_id 3\): field 'fact1_ans_alias': expected a list"),
+    (lambda r: r.update(case_id=0), r"record 1 \(case_id 0\): field 'case_id': 0 repeats record 0"),
 ])
 def test_malformed_records_name_index_and_field(mutate, match):
     good = dict(README_RECORD, case_id=0)
@@ -126,11 +126,11 @@ def test_mquake_two_hop_cases_with_aliases(tmp_path):
 def test_mquake_malformed_case_is_named():
     case = mquake_case(1)
     del case["single_hops"][1]["answer"]
-    with pytest.raises(ItemFormatError, match=r"record 1: field 'single_hops': element 1"):
+    with pytest.raises(ItemFormatError, match=r"record 1 \(case_id 1\): field 'single_hops': element 1"):
         load_mquake([mquake_case(0), case])
     case = mquake_case(1)
     case["orig"]["triples"] = [["Q1", "P1", "Q2"]]
-    with pytest.raises(ItemFormatError, match=r"record 1: field 'two_hop_id'"):
+    with pytest.raises(ItemFormatError, match=r"record 1 \(case_id 1\): field 'two_hop_id'"):
         load_mquake([mquake_case(0), case])
 
 

@@ -17,7 +17,16 @@ from pathlib import Path
 from jaxkn.data.builder import ATTRIBUTION, build_items, build_metadata, pair_name, parse_pair
 from jaxkn.data.exemplars import ANSWER_FIRST, COT_EXEMPLARS, EXEMPLAR_FACTS
 from jaxkn.data.filter import FilterResult, filter_known, greedy_generate_fn
-from jaxkn.data.items import Hop, ItemFormatError, TwoHopItem, record_to_item, relation_answers
+from jaxkn.data.items import (
+    Hop,
+    ItemFormatError,
+    RecordProblem,
+    TwoHopItem,
+    dataset_hashes,
+    record_hash,
+    record_to_item,
+    relation_answers,
+)
 from jaxkn.data.judge import extract_answer, is_correct, match, normalize
 from jaxkn.data.loaders import load_items, load_metadata, load_mquake, load_tfrkn, save_items
 from jaxkn.data.prompts import (
@@ -62,4 +71,5 @@ __all__ = [
     "PromptStyle", "DEFAULT_STYLE", "COT_STYLES", "format_plain", "format_chat", "format_prompt", "prompt_parts",
     "shared_prefix", "normalize", "match", "extract_answer", "is_correct",
     "filter_known", "greedy_generate_fn", "FilterResult",
+    "RecordProblem", "record_hash", "dataset_hashes",
 ]

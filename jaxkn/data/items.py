@@ -7,23 +7,65 @@ optional fields, written only when non-empty so a plain TFRKN record round-trips
 - `two_hop_paraphrases`: further phrasings of the two-hop question (MQuAKE has three per case).
 
 Hop h (1 or 2) is the triple `two_hop_id[h-1]` = (subject, relation, object); the bridge entity is hop 1's object
-and hop 2's subject. `record_to_item` raises `ItemFormatError` naming the record index and the field at fault.
+and hop 2's subject. `record_to_item` raises `ItemFormatError` naming the record index, its case_id and every
+field at fault; the README's spelling `two-hop` is read as `two_hop`. `record_hash(item)` is a sha256 of the
+content, so results can be keyed to what was asked, not only to a case_id.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from jaxkn.errors import UserInputError
 
 REQUIRED_FIELDS = ("case_id", "two_hop", "fact1_query", "fact1_ans", "fact2_query", "fact2_ans", "two_hop_id",
                    "two_hop_label")
 OPTIONAL_LIST_FIELDS = ("fact1_ans_alias", "fact2_ans_alias", "two_hop_ans_alias", "two_hop_paraphrases")
 
+FIELD_SPELLINGS = {"two-hop": "two_hop"}  # the TFRKN README writes `two-hop`; its JSON uses `two_hop`
+MAX_LISTED_PROBLEMS = 20
+
 Triple = tuple[str, str, str]
 
 
-class ItemFormatError(ValueError):
-    """A record does not have the TFRKN shape; the message names the record index and the field."""
+class RecordProblem(NamedTuple):
+    """One thing wrong with one record: its index in the file, its case_id (None when unknown), the field."""
+
+    index: int
+    case_id: Any
+    field: str | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"record {self.index}" + ("" if self.case_id is None else f" (case_id {self.case_id!r})")
+        return f"{where}: {self.problem}" if self.field is None else f"{where}: field {self.field!r}: {self.problem}"
+
+
+class ItemFormatError(UserInputError):
+    """Records that do not have the TFRKN shape; `problems` lists every one (index, case_id, field).
+
+    The message names the file (when known) and lists up to `MAX_LISTED_PROBLEMS` problems and the count.
+    """
+
+    def __init__(self, message: str, problems: tuple[RecordProblem, ...] = ()):
+        super().__init__(message)
+        self.problems = tuple(problems)
+
+    @classmethod
+    def from_problems(cls, problems, source=None) -> ItemFormatError:
+        problems = tuple(problems)
+        prefix = "" if source is None else f"{source}: "
+        if len(problems) == 1:
+            return cls(f"{prefix}{problems[0]}", problems)
+        n_records = len({p.index for p in problems})
+        lines = [f"  {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+        if len(problems) > MAX_LISTED_PROBLEMS:
+            lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more problems")
+        head = f"{prefix}{len(problems)} problems in {n_records} record{'s' * (n_records != 1)}:"
+        return cls("\n".join([head, *lines]), problems)
 
 
 class Hop(NamedTuple):
@@ -106,62 +148,119 @@ class TwoHopItem:
         return rec
 
 
-def _fail(index: int, field: str, problem: str) -> ItemFormatError:
-    return ItemFormatError(f"record {index}: field {field!r}: {problem}")
-
-
-def _text(rec: dict, index: int, field: str) -> str:
-    value = rec[field]
+def _text(value) -> tuple[str | None, str | None]:
+    """(value, None) or (None, what is wrong); the same contract for the helpers below."""
     if not isinstance(value, str):
-        raise _fail(index, field, f"expected a string, got {type(value).__name__}")
+        return None, f"expected a string, got {type(value).__name__}"
     if not value.strip():
-        raise _fail(index, field, "is empty")
-    return value
+        return None, "is empty"
+    return value, None
 
 
-def _texts(rec: dict, index: int, field: str, *, allow_empty: bool) -> tuple[str, ...]:
-    value = rec[field]
+def _texts(value, *, allow_empty: bool) -> tuple[tuple[str, ...] | None, str | None]:
     if not isinstance(value, list):
-        raise _fail(index, field, f"expected a list of strings, got {type(value).__name__}")
+        return None, f"expected a list of strings, got {type(value).__name__}"
     if not value and not allow_empty:
-        raise _fail(index, field, "is an empty list (each hop needs at least one query)")
+        return None, "is an empty list (each hop needs at least one query)"
     for j, v in enumerate(value):
         if not isinstance(v, str) or not v.strip():
-            raise _fail(index, field, f"element {j} is not a non-empty string: {v!r}")
-    return tuple(value)
+            return None, f"element {j} is not a non-empty string: {v!r}"
+    return tuple(value), None
 
 
-def _triples(rec: dict, index: int, field: str) -> tuple[Triple, Triple]:
-    value = rec[field]
+def _triples(value) -> tuple[tuple[Triple, Triple] | None, str | None]:
     ok = (isinstance(value, list) and len(value) == 2
           and all(isinstance(t, list) and len(t) == 3 and all(isinstance(x, str) for x in t) for t in value))
     if not ok:
-        raise _fail(index, field, f"expected [[s, r1, o1], [o1, r2, o2]] (two lists of 3 strings), got {value!r}")
-    return tuple(value[0]), tuple(value[1])
+        return None, f"expected [[s, r1, o1], [o1, r2, o2]] (two lists of 3 strings), got {value!r}"
+    return (tuple(value[0]), tuple(value[1])), None
+
+
+def _case_id(value) -> tuple[int | None, str | None]:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None, f"expected an integer, got {type(value).__name__}"
+    return value, None
+
+
+_PARSERS = {  # in the README's field order, so a record's problems read in that order
+    "case_id": _case_id, "two_hop": _text,
+    "fact1_query": lambda v: _texts(v, allow_empty=False), "fact1_ans": _text,
+    "fact2_query": lambda v: _texts(v, allow_empty=False), "fact2_ans": _text,
+    "two_hop_id": _triples, "two_hop_label": _triples,
+    **{f: (lambda v: _texts(v, allow_empty=True)) for f in OPTIONAL_LIST_FIELDS},
+}
+
+
+def _respelled(rec: dict, problem) -> dict:
+    """`rec` with the README's spellings (`two-hop`) under the JSON names (`two_hop`)."""
+    rec = dict(rec)
+    for spelling, name in FIELD_SPELLINGS.items():
+        if spelling in rec:
+            value = rec.pop(spelling)
+            if name in rec and rec[name] != value:
+                problem(spelling, f"holds another value than {name!r} (they are the same field)")
+            rec.setdefault(name, value)
+    return rec
+
+
+def record_problems(rec: Any, index: int) -> tuple[TwoHopItem | None, list[RecordProblem]]:
+    """Validates one TFRKN record (a dict from JSON): (the item, []) or (None, every problem found)."""
+    if not isinstance(rec, dict):
+        return None, [RecordProblem(index, None, None, f"expected a JSON object, got {type(rec).__name__}")]
+    case_id = rec.get("case_id")
+    case_id = case_id if isinstance(case_id, (int, str)) else None
+    problems: list[RecordProblem] = []
+
+    def problem(field: str, text: str) -> None:
+        problems.append(RecordProblem(index, case_id, field, text))
+
+    rec = _respelled(rec, problem)
+    values = {}
+    for field, parse in _PARSERS.items():
+        if field not in rec:
+            if field in REQUIRED_FIELDS:
+                problem(field, "is missing")
+            continue
+        value, error = parse(rec[field])
+        if error is None:
+            values[field] = value
+        else:
+            problem(field, error)
+    return (None, problems) if problems else (TwoHopItem(**values), [])
 
 
 def record_to_item(rec: Any, index: int) -> TwoHopItem:
     """Validates one TFRKN record (a dict from JSON) and returns it as a `TwoHopItem`.
 
     Raises:
-      ItemFormatError: naming `index` and the first field that is missing or malformed.
+      ItemFormatError: naming `index`, the case_id and every field that is missing or malformed.
     """
-    if not isinstance(rec, dict):
-        raise ItemFormatError(f"record {index}: expected a JSON object, got {type(rec).__name__}")
-    for field in REQUIRED_FIELDS:
-        if field not in rec:
-            raise _fail(index, field, "is missing")
-    case_id = rec["case_id"]
-    if not isinstance(case_id, int) or isinstance(case_id, bool):
-        raise _fail(index, "case_id", f"expected an integer, got {type(case_id).__name__}")
-    optional = {f: _texts(rec, index, f, allow_empty=True) for f in OPTIONAL_LIST_FIELDS if f in rec}
-    return TwoHopItem(
-        case_id=case_id, two_hop=_text(rec, index, "two_hop"),
-        fact1_query=_texts(rec, index, "fact1_query", allow_empty=False), fact1_ans=_text(rec, index, "fact1_ans"),
-        fact2_query=_texts(rec, index, "fact2_query", allow_empty=False), fact2_ans=_text(rec, index, "fact2_ans"),
-        two_hop_id=_triples(rec, index, "two_hop_id"), two_hop_label=_triples(rec, index, "two_hop_label"),
-        **optional,
-    )
+    item, problems = record_problems(rec, index)
+    if problems:
+        raise ItemFormatError.from_problems(problems)
+    return item
+
+
+def record_hash(item: TwoHopItem) -> str:
+    """sha256 (hex) of the canonical JSON of an item's content: every field but `case_id`.
+
+    Those are the fields the study reads (questions, answers and aliases, triples and labels); the case_id is
+    the key results are stored under, so equal content under another id hashes the same. Stable across
+    Python versions and record key order (sorted keys, no whitespace, UTF-8).
+    """
+    content = {k: v for k, v in item.to_record().items() if k != "case_id"}
+    text = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def dataset_hashes(items) -> dict[int, str]:
+    """case_id -> `record_hash` for a dataset, so results can be keyed to content (ids must be unique)."""
+    out: dict[int, str] = {}
+    for index, item in enumerate(items):
+        if item.case_id in out:
+            raise ItemFormatError(f"record {index}: field 'case_id': {item.case_id} repeats an earlier record")
+        out[item.case_id] = record_hash(item)
+    return out
 
 
 def relation_answers(items, hop: int | None = None) -> dict[str, tuple[str, ...]]:
