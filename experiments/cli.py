@@ -84,7 +84,6 @@ def parser(prog: str = "python -m jaxkn.experiments.two_hop", description: str =
     run.add_argument("--distributed", action="store_true", help="multi-host: each host studies its share")
     run.add_argument("--config", default=None, help="settings from a JSON file: a settings dict or a run's "
                                                     "summary.json (replays that run's settings exactly)")
-    run.add_argument("--debug", action="store_true", help="show the traceback of an error")
     dests: dict = {}
     d = StudyConfig()
     _add_fields(p.add_argument_group("study"), StudyConfig, d, lambda f: f.metadata.get("choices"), dests)

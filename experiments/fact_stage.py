@@ -19,7 +19,7 @@ from jaxkn.experiments.progress import bar
 from jaxkn.experiments.results import FactResult
 from jaxkn.experiments.store import ResultStore, fact_key
 from jaxkn.interventions import random_neurons
-from jaxkn.neurons import coarse_mask, refined_neurons
+from jaxkn.neurons import coarse_mask, leave_one_out_masks, refine_mask
 from jaxkn.recall import single_hop_level, site_activations
 
 
@@ -68,9 +68,9 @@ def fact_result(ctx: StudyContext, hop, fact_seed: int) -> FactResult:
     pairs = [answer_token_ids(ctx.tokenizer, format_prompt(q, ctx.styles["none"]), hop.answer) for q in queries]
     prompts, answers = [p for p, _ in pairs], [a for _, a in pairs]
     scores, prob_first, completeness = attribute_queries(ctx, prompts, answers)  # scores [n, L, F]
-    coarse = _neuron_sets(coarse_mask(scores, s.threshold_t))
-    neurons = refined_neurons(coarse, s.share_p, s.refine_rule)
-    loo = [refined_neurons(coarse[:j] + coarse[j + 1:], s.share_p, s.refine_rule) for j in range(len(queries))]
+    coarse = coarse_mask(scores, s.threshold_t)  # [n, L, F]
+    neurons = _neuron_sets(refine_mask(coarse, s.refine_rule, s.share_p)[None])[0]
+    loo = _neuron_sets(leave_one_out_masks(coarse, s.refine_rule, s.share_p))
     acts = np.asarray(site_activations(ctx.params, ctx.cfg, prompts, site=s.attribution.site), np.float64)
     rand = random_neurons(neurons, ctx.cfg, (s.seed, fact_seed)) if neurons else np.zeros((0, 2), int)
     rand_loo = [random_neurons(o, ctx.cfg, (s.seed, fact_seed, j)) if o else o for j, o in enumerate(loo)]
@@ -80,7 +80,7 @@ def fact_result(ctx: StudyContext, hop, fact_seed: int) -> FactResult:
     return FactResult(
         queries=queries, answer=hop.answer, triple=list(hop.triple_id), label=list(hop.triple_label),
         neurons=_pairs(neurons), random=_pairs(rand), loo_sizes=[len(o) for o in loo],
-        coarse_sizes=[len(c) for c in coarse],
+        coarse_sizes=[int(c.sum()) for c in coarse],
         abar=[float(abar[layer, i]) for layer, i in neurons],
         abar_random=[float(abar[layer, i]) for layer, i in np.asarray(rand).reshape(-1, 2)],
         prob_first_token=[float(p) for p in prob_first], completeness_error_max=completeness,
@@ -107,6 +107,7 @@ def run_facts(ctx: StudyContext, store: ResultStore, selected: Sequence, attribu
     for triple, hop in todo:
         facts[triple] = fact_result(ctx, hop, stable_seed(*triple))
         store.write_fact(fact_key(triple, attribution_key), facts[triple])
+        store.tick()
         progress.update(1)
     progress.close()
     return facts

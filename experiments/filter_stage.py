@@ -14,6 +14,7 @@ import numpy as np
 from jaxkn.data import TwoHopItem, filter_known, greedy_generate_fn, shared_prefix
 from jaxkn.experiments.context import StudyContext
 from jaxkn.experiments.progress import bar
+from jaxkn.experiments.screening import unmeasurable_reason
 from jaxkn.experiments.store import ResultStore
 
 
@@ -45,7 +46,7 @@ def run_filter(ctx: StudyContext, store: ResultStore, items: Sequence[TwoHopItem
     """Stage 1 over seeded-shuffled candidates, in chunks, until `limit` items pass (state saved per chunk)."""
     s = ctx.settings
     order = np.random.default_rng(s.seed).permutation(len(items))
-    state = store.read("filter.json") or {"screened": 0, "kept": [], "pairs": {}}
+    state = store.read("filter.json") or {"screened": 0, "kept": [], "pairs": {}, "skipped": []}
     cache = store.read("filter_cache.json") or {}
     by_id = {it.case_id: it for it in items}
     # The 3-shot exemplars every query shares are computed once per batch.
@@ -56,8 +57,14 @@ def run_filter(ctx: StudyContext, store: ResultStore, items: Sequence[TwoHopItem
     while len(state["kept"]) < s.limit and state["screened"] < budget:
         need = s.limit - len(state["kept"])
         stop = min(budget, state["screened"] + max(4 * need, 2 * s.batch_size))
-        chunk = [items[i] for i in order[state["screened"]: stop]]
-        kept, pairs, cache = filter_chunk(ctx, chunk, cache, gen)
+        chunk = []
+        for it in (items[i] for i in order[state["screened"]: stop]):
+            reason = unmeasurable_reason(ctx, it)  # skipped before any generation, in the seeded order
+            if reason is None:
+                chunk.append(it)
+            else:
+                state["skipped"].append({"case_id": it.case_id, "reason": reason})
+        kept, pairs, cache = filter_chunk(ctx, chunk, cache, gen) if chunk else ([], {}, cache)
         for pair, c in pairs.items():
             old = state["pairs"].setdefault(pair, {"kept": 0, "total": 0})
             old["kept"], old["total"] = old["kept"] + c["kept"], old["total"] + c["total"]
@@ -65,6 +72,7 @@ def run_filter(ctx: StudyContext, store: ResultStore, items: Sequence[TwoHopItem
         state["screened"] += len(chunk)
         store.write("filter_cache.json", cache)
         store.write("filter.json", state)
+        store.tick()
         progress.update(min(len(state["kept"]), s.limit) - progress.n)
     progress.close()
     return [by_id[c] for c in state["kept"][: s.limit]], state

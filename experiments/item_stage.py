@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -159,41 +161,62 @@ def _single(facts: dict[int, FactResult]) -> dict[str, SingleLevels]:
                                     paper_random=f.single_random_paper) for h, f in facts.items()}
 
 
-def measure_items(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict], index: dict, progress=None
-                  ) -> list[ItemResult]:
-    """Every per-item measurement for a chunk of items (`facts[b]` = {1: FactResult, 2: FactResult})."""
-    cot: list[dict[str, AnswerRead]] = [dict() for _ in items]
+def _chunk_key(chunk: Sequence[TwoHopItem]) -> str:
+    return "chunk-" + hashlib.sha256(json.dumps([it.case_id for it in chunk]).encode()).hexdigest()[:16]
+
+
+def _batched_stages(ctx: StudyContext, store: ResultStore, chunk: Sequence[TwoHopItem], facts: list[dict],
+                    index: dict, progress=None) -> tuple[list[dict], list[dict]]:
+    """The stages that batch the chunk's items (the CoT settings, the conflicts), each saved when it ends.
+
+    A chunk is always the same items (fixed positions in the selected list), so a resumed run batches exactly
+    as an uninterrupted one and its numbers are identical; a stage already saved is not recomputed.
+    """
+    key = _chunk_key(chunk)
+    saved = store.chunk_stages(key)
     for setting in ctx.settings.cot:
-        rows = no_cot_reads(ctx, items, facts) if setting == "none" else cot_reads(ctx, items, facts, setting)
-        for per_item, row in zip(cot, rows):
-            per_item[setting] = row
+        name = f"cot:{setting}"
+        if name not in saved:
+            rows = no_cot_reads(ctx, chunk, facts) if setting == "none" else cot_reads(ctx, chunk, facts, setting)
+            saved[name] = [to_plain(r) for r in rows]
+            store.write_chunk_stages(key, saved)
+            store.tick()
         if progress:
-            progress(f"cot:{setting}")
-    conditions = [interventions(ctx, it, f) for it, f in zip(items, facts)]
-    if progress:
-        progress("interventions")
-    conflict = conflicts(ctx, items, facts, index)
-    return [ItemResult(case_id=it.case_id, two_hop=it.two_hop, bridge=it.bridge, answer=it.answer,
-                       relations=[it.two_hop_id[0][1], it.two_hop_id[1][1]],
-                       kn_sizes={f"hop{h}": len(f[h].neurons) for h in HOPS}, single=_single(f), cot=c,
-                       interventions=iv, conflict=cf)
-            for it, f, c, iv, cf in zip(items, facts, cot, conditions, conflict)]
+            progress(name)
+    if "conflict" not in saved:
+        saved["conflict"] = [to_plain(c) for c in conflicts(ctx, chunk, facts, index)]
+        store.write_chunk_stages(key, saved)
+        store.tick()
+    cot = [{c: from_plain(AnswerRead, saved[f"cot:{c}"][b]) for c in ctx.settings.cot} for b in range(len(chunk))]
+    conflict = [from_plain(dict[str, ConflictOutcome], row) for row in saved["conflict"]]
+    return cot, conflict
 
 
 def run_items(ctx: StudyContext, store: ResultStore, selected: Sequence, facts: dict, index: dict
               ) -> list[ItemResult]:
-    """Stage 3: per-item measurements in chunks of `batch_size`; each item's file is written atomically."""
-    todo = [it for it in selected if not store.has_item(it.case_id)]
-    progress = bar(len(selected), "two-hop items", len(selected) - len(todo))
+    """Stage 3: per-item measurements in fixed chunks of `batch_size`; each item's file is written as soon as
+    it is complete (its interventions decode per item), the chunk's batched stages as each of them ends."""
+    progress = bar(len(selected), "two-hop items", sum(store.has_item(it.case_id) for it in selected))
     done = []
-    for start in range(0, len(todo), ctx.settings.batch_size):
-        chunk = todo[start: start + ctx.settings.batch_size]
+    for start in range(0, len(selected), ctx.settings.batch_size):
+        chunk = list(selected[start: start + ctx.settings.batch_size])
+        if all(store.has_item(it.case_id) for it in chunk):
+            continue
         item_facts = [{h: facts[tuple(it.hop(h).triple_id)] for h in HOPS} for it in chunk]
         progress.set_postfix_str("generating")
-        results = measure_items(ctx, chunk, item_facts, index, progress=progress.set_postfix_str)
-        for res in results:
-            store.write_item(res)
-        done += results
-        progress.update(len(chunk))
+        cot, conflict = _batched_stages(ctx, store, chunk, item_facts, index, progress.set_postfix_str)
+        progress.set_postfix_str("interventions")
+        for it, f, c, cf in zip(chunk, item_facts, cot, conflict):
+            if store.has_item(it.case_id):
+                continue
+            result = ItemResult(case_id=it.case_id, two_hop=it.two_hop, bridge=it.bridge, answer=it.answer,
+                                relations=[it.two_hop_id[0][1], it.two_hop_id[1][1]],
+                                kn_sizes={f"hop{h}": len(f[h].neurons) for h in HOPS}, single=_single(f),
+                                cot=c, interventions=interventions(ctx, it, f), conflict=cf)
+            store.write_item(result)
+            store.tick()
+            done.append(result)
+            progress.update(1)
+        store.drop_chunk(_chunk_key(chunk))
     progress.close()
     return done

@@ -21,9 +21,11 @@ from pathlib import Path
 import jax
 
 import jaxkn
-from jaxkn.data import builtin_items, load_items, relation_answers
+from jaxkn.convert.hub import resolve_model
+from jaxkn.data import builtin_items, dataset_hashes, load_items, relation_answers
 from jaxkn.data.conflict import counterfactual_index
 from jaxkn.distributed import check_unique, gather_results, initialize, shard_items
+from jaxkn.errors import UserInputError
 from jaxkn.experiments.context import make_context
 from jaxkn.experiments.fact_stage import run_facts
 from jaxkn.experiments.filter_stage import run_filter
@@ -57,7 +59,7 @@ def load(settings: StudyConfig, mesh=None):
         name = "SmolLM2-135M-Instruct (embedded GGUF Q4_1)"
     else:
         cfg, params, tokenizer = jaxkn.load_model(settings.model, dtype=settings.dtype)
-        name = str(Path(settings.model).resolve()) if Path(settings.model).exists() else settings.model
+        name = str(resolve_model(settings.model).resolve())  # an org/name resolves to its snapshot (commit)
     if tokenizer is None:
         raise ValueError(f"the model at {settings.model} has no tokenizer (tokenizer.json + tokenizer_config.json); "
                          f"the study needs one to write prompts: save it beside the weights")
@@ -73,12 +75,15 @@ def load_dataset(settings: StudyConfig) -> list:
     return builtin_items() if settings.dataset is None else load_items(settings.dataset)
 
 
-def dataset_id(items: Sequence) -> str:
-    """A hash of the records' content: a changed dataset file is never mistaken for the one a run used."""
-    digest = hashlib.sha256()
-    for it in items:
-        digest.update(json.dumps(it.to_record(), sort_keys=True, ensure_ascii=False).encode())
-    return digest.hexdigest()[:16]
+class StudyInputError(UserInputError):
+    """The study cannot measure anything in the given dataset (the message names the items and why)."""
+
+
+def _nothing_measurable(skipped: list[dict]) -> str:
+    shown = "; ".join(f"case {s['case_id']}: {s['reason']}" for s in skipped[:10])
+    more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+    return (f"no item can be measured: all {len(skipped)} screened items were skipped before any attribution "
+            f"({shown}{more})")
 
 
 def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, mesh: str | None = None,
@@ -97,18 +102,20 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
     items = load_dataset(settings)  # read and validated before the model loads
     device_mesh = study_mesh(settings.mesh, distributed)
     cfg, params, tokenizer, model_id = load(settings, device_mesh)
-    store = ResultStore(out, settings.fingerprint(model_id, dataset_id(items)), model_id, resume=resume)
+    store = ResultStore(out, settings.fingerprint(model_id), model_id, resume=resume,
+                        settings=settings.scoped("fact", "item"), dataset_hashes=dataset_hashes(items))
     ctx = make_context(cfg, params, tokenizer, settings, relation_answers(items), mesh=device_mesh)
-    timings = store.read("timings.json") or {}
 
     def timed(name, fn, *args):
-        t0 = time.time()
-        value = fn(*args)
-        timings[name] = timings.get(name, 0.0) + time.time() - t0
-        store.write("timings.json", timings)
-        return value
+        store.start_clock(name)
+        try:
+            return fn(*args)
+        finally:
+            store.tick()
 
     selected, filter_state = timed("filter", run_filter, ctx, store, items)
+    if not selected and filter_state.get("skipped") and len(filter_state["skipped"]) == filter_state["screened"]:
+        raise StudyInputError(_nothing_measurable(filter_state["skipped"]))
     mine = shard_items(selected) if distributed else selected
     key = settings.attribution_key(model_id)
     facts = timed("facts", run_facts, ctx, store, mine, key)
@@ -117,9 +124,10 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
         facts = _merge_hosts(store, mine, len(selected), facts, key)
         if jax.process_index() != 0:
             return store.root / "report.md"  # process 0 writes the aggregate
-    timings["total_this_session"] = time.time() - started
+    timings = {**store.read("timings.json"), "total_this_session": time.time() - started}
     report = write_report(store, settings, model_id=model_id, filter_state=filter_state, n_dataset=len(items),
                           selected=[it.case_id for it in selected], facts=facts, timings=timings)
+    store.close()
     log(f"report: {report}")
     return report
 

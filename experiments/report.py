@@ -96,6 +96,7 @@ def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: d
         },
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "numbers": numbers,
+        "skipped": {"count": len(filter_state.get("skipped", [])), "items": filter_state.get("skipped", [])},
     }
     if len(table):
         summary["verdicts"] = verdicts(numbers)
@@ -133,6 +134,11 @@ def render_markdown(summary: dict) -> str:
         "Intervals: 95% percentile bootstrap over items. Scores: the relative KN score R (1 = the fact's own "
         "single-hop average); every KN number has the random control (same count per layer) beside it.", "",
     ]
+    skipped = summary.get("skipped", {}).get("items", [])
+    if skipped:  # items the study could not measure: counted and named, never silently dropped
+        at = lines.index("") + 1
+        lines[at:at] = [f"Skipped before any measurement: {len(skipped)} item(s): " + "; ".join(
+            f"case {s['case_id']} ({s['reason']})" for s in skipped[:20]) + (" ..." if len(skipped) > 20 else ""), ""]
     if not n.get("n_items"):
         return "\n".join(lines + ["**No item passed the filter: there is nothing to report.**", ""])
 

@@ -16,12 +16,14 @@ import types
 import typing
 from typing import Any
 
+from jaxkn.errors import UserInputError
+
 SCHEMA_VERSION = 2
 
 Reads = dict[str, dict[str, float]]
 
 
-class SchemaError(ValueError):
+class SchemaError(UserInputError):
     """A result file written by another version of the study (or not a study result at all)."""
 
 
@@ -160,13 +162,13 @@ class StudySummary:
 
 # ---- JSON ------------------------------------------------------------------------------------------------
 
-def _plain(value):
+def to_plain(value):
     if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN: an undefined number is null
     return value
@@ -174,7 +176,7 @@ def _plain(value):
 
 def to_json(result) -> dict:
     """A result as a JSON-ready dict with the schema version."""
-    return {"schema": SCHEMA_VERSION, "kind": type(result).__name__, **_plain(result)}
+    return {"schema": SCHEMA_VERSION, "kind": type(result).__name__, **to_plain(result)}
 
 
 def _build(tp, value):
@@ -196,6 +198,11 @@ def _build(tp, value):
     if origin is list:
         return [_build(args[0], v) for v in value]
     return value
+
+
+def from_plain(tp, value):
+    """A value of type `tp` (a result dataclass, or a dict/list of them) from its plain JSON form."""
+    return _build(tp, value)
 
 
 def from_json(cls, data: dict, source: str = "result"):

@@ -15,36 +15,41 @@ with its default; `--config summary.json` replays a run's settings.
 from __future__ import annotations
 
 import sys
-import traceback
 
+from jaxkn.cli import add_debug_flag, run_cli
+from jaxkn.errors import UserInputError
 from jaxkn.experiments.cli import parser as study_parser
 from jaxkn.experiments.cli import settings_from_args
+from jaxkn.experiments.pipeline import run_study
 
 DEFAULT_OUT = "two_hop_results"
+PROG = "python -m jaxkn.experiments.two_hop"
+
+
+class SettingsError(UserInputError):
+    """A study setting that cannot be used (the message names the flag)."""
 
 
 def parser():
-    return study_parser(description=__doc__)
+    p = study_parser(prog=PROG, description=__doc__)
+    add_debug_flag(p)
+    return p
+
+
+def _main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)  # every setting is checked here, before the dataset or model loads
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    run_study(settings, args.out or DEFAULT_OUT, resume=args.resume, distributed=args.distributed,
+              log=lambda m: print(m, flush=True))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        settings = settings_from_args(args)  # every setting is checked here, before the model or dataset loads
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from jaxkn.experiments.pipeline import run_study
-
-    try:
-        run_study(settings, args.out or DEFAULT_OUT, resume=args.resume, distributed=args.distributed,
-                  log=lambda m: print(m, flush=True))
-    except (ValueError, OSError, RuntimeError) as err:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {err}" + ("" if args.debug else " (run with --debug for the traceback)"), file=sys.stderr)
-        return 2
-    return 0
+    """The study's command line: user errors end in one message and exit status 2 (`--debug`: the traceback)."""
+    return run_cli(_main, argv, prog=PROG)
 
 
 if __name__ == "__main__":

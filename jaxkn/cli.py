@@ -15,6 +15,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from jaxkn.attribution.config import AttributionInputError
+from jaxkn.config import UnsupportedConfigError
+from jaxkn.convert.mapping import CheckpointError
+from jaxkn.data.items import ItemFormatError
+from jaxkn.errors import UserInputError
+from jaxkn.model import ContextLengthError
+from jaxkn.tokenizer import TokenizerError
+
 DEBUG_FLAG = "--debug"
 USER_ERROR_STATUS, INTERRUPTED_STATUS = 2, 130
 
@@ -22,16 +30,7 @@ USER_ERROR_STATUS, INTERRUPTED_STATUS = 2, 130
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "fix the input": jaxkn's own input errors plus missing/existing files.
 
-    Imported here, lazily, so this module stays below every one of them in the import graph.
     """
-    from jaxkn.attribution.config import AttributionInputError
-    from jaxkn.config import UnsupportedConfigError
-    from jaxkn.convert.mapping import CheckpointError
-    from jaxkn.data.items import ItemFormatError
-    from jaxkn.errors import UserInputError
-    from jaxkn.model import ContextLengthError
-    from jaxkn.tokenizer import TokenizerError
-
     return (UserInputError, ItemFormatError, CheckpointError, UnsupportedConfigError, AttributionInputError,
             ContextLengthError, TokenizerError, FileNotFoundError, FileExistsError, IsADirectoryError,
             NotADirectoryError, PermissionError)

@@ -108,3 +108,22 @@ def smollm2_hf_tokenizer():
 
     path = gguf_path()
     return transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, smollm2):
+    """A tiny random LLaMA saved as an HF folder, with SmolLM2's tokenizer (so its vocabulary size)."""
+    import transformers
+
+    _, _, tokenizer = smollm2
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=48,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=512, eos_token_id=tokenizer.eos_id,
+                                      bos_token_id=tokenizer.bos_id, pad_token_id=tokenizer.eos_id)
+    import torch
+
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
+    tokenizer.save(folder)
+    return folder

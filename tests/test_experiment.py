@@ -39,8 +39,7 @@ def smoke_run(tmp_path_factory, smollm2):
 
 
 def _settings(out: Path) -> StudyConfig:
-    s = json.loads((out / "summary.json").read_text())["settings"]
-    return StudyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
+    return StudyConfig.from_dict(json.loads((out / "summary.json").read_text())["settings"])
 
 
 @pytest.mark.slow
@@ -57,7 +56,7 @@ def test_smoke_run_accounts_for_every_item(smoke_run):
     for claim in range(1, 6):
         assert f"## Claim {claim}" in report
     # every setting is recorded, and the headline numbers are recomputable from the CSV alone
-    assert summary["settings"]["steps"] == 2 and summary["settings"]["threshold_t"] == 0.2
+    assert summary["settings"]["attribution"]["steps"] == 2 and summary["settings"]["threshold_t"] == 0.2
     s = _settings(smoke_run)
     recall = recall_numbers(table, s)
     assert recall["drop"] == summary["numbers"]["recall"]["drop"]
@@ -132,25 +131,6 @@ def _assert_same(a, b, path="item"):
         assert np.isclose(a, b, rtol=1e-3, atol=1e-5), (path, a, b)
     else:
         assert a == b, (path, a, b)
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, smollm2):
-    """A tiny random LLaMA saved as an HF folder, with SmolLM2's tokenizer (so its vocabulary size)."""
-    import transformers
-
-    _, _, tokenizer = smollm2
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=48,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=512, eos_token_id=tokenizer.eos_id,
-                                      bos_token_id=tokenizer.bos_id, pad_token_id=tokenizer.eos_id)
-    import torch
-
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
-    tokenizer.save(folder)
-    return folder
 
 
 def _dataset_the_model_knows(folder: Path, tmp: Path) -> Path:
