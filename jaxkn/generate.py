@@ -156,10 +156,17 @@ class _Start(NamedTuple):
 
 def _start_plain(params, cfg, prompts, n_new: int, prefill_scale, site: str) -> _Start:
     tokens, valid = left_pad(prompts, cfg.pad_token_id or 0)
-    length = tokens.shape[1]
+    batch, length = tokens.shape
     check_context(cfg, length + n_new)
-    cache = prefill(params, cfg, jnp.asarray(tokens[:, :-1]), jnp.asarray(valid[:, :-1]),
+    # One prompt under many factors (the study's conditions, a sweep): prefill it once and repeat its cache,
+    # unless a per-row factor scales the prompt itself (mode "all").
+    once = batch > 1 and all(list(p) == list(prompts[0]) for p in prompts[1:]) and (
+        prefill_scale is None or prefill_scale.ndim == 2)
+    rows = 1 if once else batch
+    cache = prefill(params, cfg, jnp.asarray(tokens[:rows, :-1]), jnp.asarray(valid[:rows, :-1]),
                     bucket_length(length + n_new), prefill_scale, site)
+    if once:
+        cache = jax.tree_util.tree_map(lambda a: jnp.repeat(a, batch, axis=1 if a.ndim == 5 else 0), cache)
     return _Start(cache, jnp.asarray(tokens[:, -1]), jnp.asarray(valid.sum(1) - 1, jnp.int32), length - 1)
 
 

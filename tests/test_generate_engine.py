@@ -28,13 +28,16 @@ def _close(a, b, atol=1e-5):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_per_row_factors_equal_rows_decoded_alone(tiny_models, mode):
+@pytest.mark.parametrize("same_prompt", [False, True])
+def test_per_row_factors_equal_rows_decoded_alone(tiny_models, mode, same_prompt):
+    # One prompt under every factor is the study's conditions batch (its prompt is prefilled once, then repeated).
     _, cfg, params = tiny_models["llama2"]
     factors = _factors(cfg)
-    gen = generate(params, cfg, PROMPTS, N_NEW, scale=factors, mode=mode, capture="product")
+    prompts = [PROMPTS[2]] * 3 if same_prompt else PROMPTS
+    gen = generate(params, cfg, prompts, N_NEW, scale=factors, mode=mode, capture="product")
     logits = np.asarray(gen.first_logits)
     assert np.abs(logits[1] - logits[0]).max() > 1e-3  # the factors matter (else the test proves nothing)
-    for row, (prompt, factor) in enumerate(zip(PROMPTS, factors)):
+    for row, (prompt, factor) in enumerate(zip(prompts, factors)):
         alone = generate(params, cfg, [prompt], N_NEW, scale=factor, mode=mode, capture="product")
         np.testing.assert_array_equal(gen.tokens[row], alone.tokens[0])
         _close(gen.first_logits[row], alone.first_logits[0])
