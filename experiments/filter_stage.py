@@ -11,11 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxkn.data import TwoHopItem, filter_known, greedy_generate_fn, shared_prefix
+from jaxkn.data import TwoHopItem, filter_known, shared_prefix
 from jaxkn.experiments.context import StudyContext
 from jaxkn.experiments.progress import bar
 from jaxkn.experiments.screening import unmeasurable_reason
 from jaxkn.experiments.store import ResultStore
+from jaxkn.generate import text_generator
 
 
 def known_threshold(queries_per_hop: int) -> int:
@@ -50,7 +51,7 @@ def run_filter(ctx: StudyContext, store: ResultStore, items: Sequence[TwoHopItem
     cache = store.read("filter_cache.json") or {}
     by_id = {it.case_id: it for it in items}
     # The 3-shot exemplars every query shares are computed once per batch.
-    gen = greedy_generate_fn(ctx.cfg, ctx.params, ctx.tokenizer, max_new_tokens=s.answer_tokens,
+    gen = text_generator(ctx.cfg, ctx.params, ctx.tokenizer, max_new_tokens=s.answer_tokens,
                              batch_size=s.batch_size, shared_prefix=shared_prefix(ctx.styles["none"]) or None)
     progress = bar(s.limit, "filter (items kept)", min(len(state["kept"]), s.limit))
     budget = min(len(items), s.screen * s.limit)

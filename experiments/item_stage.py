@@ -16,13 +16,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 
 from jaxkn.attribution import answer_token_ids
 from jaxkn.data import TwoHopItem, format_prompt, is_correct
 from jaxkn.data.conflict import choose_counterfactual, conflict_prompt
 from jaxkn.data.prompts import answer_span
-from jaxkn.experiments.conditions import decode_conditions
 from jaxkn.experiments.context import StudyContext
 from jaxkn.experiments.progress import bar
 from jaxkn.experiments.results import (
@@ -34,6 +34,7 @@ from jaxkn.experiments.results import (
     SingleLevels,
 )
 from jaxkn.experiments.store import ResultStore
+from jaxkn.generate import generate
 from jaxkn.interventions import generate_under
 from jaxkn.recall import generated_activations, set_scores, site_activations
 
@@ -120,9 +121,10 @@ def interventions(ctx: StudyContext, item: TwoHopItem, facts: dict) -> dict[str,
         if omega is not None:
             factors[n, omega[:, 0], omega[:, 1]] = s.enhance if kind.endswith("enhance") else s.suppress
             present.append((n, name))
-    tokens, p_first = decode_conditions(ctx.params, ctx.cfg, prompt, factors, s.answer_tokens,
-                                        stop_ids=ctx.stop_ids, site=s.attribution.site, mode=s.decode_mode,
-                                        first_target=target[0])
+    gen = generate(ctx.params, ctx.cfg, [prompt] * len(factors), s.answer_tokens, stop_ids=ctx.stop_ids,
+                   scale=factors, mode=s.decode_mode, site=s.attribution.site)  # the prompt's KV computed once
+    tokens = np.asarray(gen.tokens)
+    p_first = np.asarray(jax.nn.softmax(gen.first_logits, axis=-1)[:, target[0]])
     texts = [ctx.decode(row) for row in tokens]
 
     def outcome(n):

@@ -1,4 +1,5 @@
-"""The known-facts filter: k per hop, caching per prompt, counts; prefix-shared decoding; SmolLM2 on a sample."""
+"""The known-facts filter: k per hop, caching per prompt, counts; prefix-shared decoding; SmolLM2 on a sample
+(through `jaxkn.generate.text_generator`)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,10 @@ from jaxkn.data import (
     builtin_items,
     filter_known,
     format_prompt,
-    greedy_generate_fn,
     relation_answers,
     shared_prefix,
 )
-from jaxkn.data.prefix_generate import common_prefix_length, prefix_greedy_generate
-from jaxkn.generate import greedy_generate
+from jaxkn.generate import common_prefix_length, greedy_generate, shared_prefix_tokens, text_generator
 
 
 def _item(case_id, city, country, capital):
@@ -85,27 +84,32 @@ def test_filter_options():
     assert "kept 4 of 5 items" in filter_known(ITEMS, model).summary()
 
 
-def test_prefix_generate_matches_plain(tiny_models):
+def test_shared_prefix_found_on_tokens_decodes_like_plain(tiny_models):
     _, cfg, params = tiny_models["llama3"]
     rng = random.Random(0)
     shared = [rng.randrange(1, cfg.vocab_size) for _ in range(12)]
     prompts = [shared + [rng.randrange(1, cfg.vocab_size) for _ in range(n)] for n in (2, 5, 3, 9)]
     assert common_prefix_length(prompts) == 12
+    # The hint caps the shared part; every row keeps two own tokens (row 0 has only two after the 12).
+    assert shared_prefix_tokens(prompts, shared + [0, 0]) == shared[:12]
+    assert shared_prefix_tokens([p + [1, 2] for p in prompts], shared[:9]) == shared[:9]
     plain = greedy_generate(params, cfg, prompts, 6)
-    assert prefix_greedy_generate(params, cfg, prompts, 6, prefix=shared + [0, 0]) == plain
+    assert greedy_generate(params, cfg, prompts, 6, prefix=shared_prefix_tokens(prompts)) == plain
     stop = plain[0][2]
-    assert prefix_greedy_generate(params, cfg, prompts, 6, stop_ids=[stop]) == \
+    assert greedy_generate(params, cfg, prompts, 6, stop_ids=[stop], prefix=shared) == \
         greedy_generate(params, cfg, prompts, 6, stop_ids=[stop])
-    short = [p[:10] for p in prompts]  # below MIN_SHARED: falls back to the plain path
-    assert prefix_greedy_generate(params, cfg, short, 3) == greedy_generate(params, cfg, short, 3)
+    assert shared_prefix_tokens([p[:9] for p in prompts]) is None  # 7 < MIN_SHARED: nothing worth sharing
+    short = [p[:10] for p in prompts]  # rows of exactly two own tokens
+    assert greedy_generate(params, cfg, short, 3, prefix=shared_prefix_tokens(short)) == \
+        greedy_generate(params, cfg, short, 3)
 
 
-def test_prefix_generate_mistral_window(tiny_models):
+def test_shared_prefix_mistral_window(tiny_models):
     _, cfg, params = tiny_models["mistral"]  # sliding window 4 < prefix: positions must be exact
     rng = np.random.RandomState(1)
     shared = list(rng.randint(1, cfg.vocab_size, 10))
     prompts = [shared + list(rng.randint(1, cfg.vocab_size, n)) for n in (3, 6)]
-    assert prefix_greedy_generate(params, cfg, prompts, 5) == greedy_generate(params, cfg, prompts, 5)
+    assert greedy_generate(params, cfg, prompts, 5, prefix=shared) == greedy_generate(params, cfg, prompts, 5)
 
 
 @pytest.mark.slow
@@ -118,8 +122,8 @@ def test_smollm2_filter_sample(smollm2):
                   and it.two_hop_id[1][1] == "capital"}
     sample = [by_country[c] for c in countries]
     style = PromptStyle()
-    generate = greedy_generate_fn(cfg, params, tokenizer, max_new_tokens=6, batch_size=20,
-                                  shared_prefix=shared_prefix(style))
+    generate = text_generator(cfg, params, tokenizer, max_new_tokens=6, batch_size=20,
+                              shared_prefix=shared_prefix(style))
     # One query per hop: 10 city -> country and 10 country -> capital prompts, one batch.
     result = filter_known(sample, generate, k=1, max_queries=1, competitors=relation_answers(items))
     assert len(result.cache) == 20
@@ -127,3 +131,31 @@ def test_smollm2_filter_sample(smollm2):
     print(result.summary())
     assert result.relations["capital"]["correct"] >= 4  # >= 40% of the capital queries
     assert result.kept and result.pairs["city_country->capital"]["total"] == 10
+
+
+class _CharTokenizer:
+    """One id per character of a small alphabet (id 0 is padding), enough for text in and text out."""
+
+    ALPHABET = "abcdefghijklmnopqrstuvwxyz :?\n"
+    eos_id = None
+
+    def encode(self, text):
+        return [self.ALPHABET.index(c) + 1 for c in text.lower() if c in self.ALPHABET]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.ALPHABET[i - 1] if 0 < i <= len(self.ALPHABET) else "#" for i in ids)
+
+
+def test_text_generator_batches_and_shares_the_prefix(tiny_models):
+    _, cfg, params = tiny_models["llama2"]
+    tokenizer = _CharTokenizer()
+    shots = "q: where is osaka?\na: japan\n\n"
+    prompts = [shots + f"q: where is {city}?\na:" for city in ("lyon", "kyoto", "juba")]
+    plain = text_generator(cfg, params, tokenizer, max_new_tokens=5, batch_size=2, stop_at_newline=False)(prompts)
+    want = [tokenizer.decode(ids) for ids in greedy_generate(params, cfg, [tokenizer.encode(p) for p in prompts], 5)]
+    assert plain == want  # the last batch of one prompt padded to two does not change it
+    shared = text_generator(cfg, params, tokenizer, max_new_tokens=5, batch_size=2, stop_at_newline=False,
+                            shared_prefix=shots)
+    assert shared(prompts) == plain
+    first = text_generator(cfg, params, tokenizer, max_new_tokens=5, batch_size=2, shared_prefix=shots)(prompts)
+    assert first == [next((line for line in t.splitlines() if line.strip()), "") for t in plain]

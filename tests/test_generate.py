@@ -19,7 +19,12 @@ RERUN_LEN = 24
 
 def rerun_greedy(params, cfg, prompt, n_new, scale=None, scaled="none"):
     """Greedy decoding by re-running the whole text each step (the slow definition of each mode)."""
-    tokens = list(prompt)
+    return _rerun(params, cfg, prompt, n_new, scale, scaled)[0]
+
+
+def _rerun(params, cfg, prompt, n_new, scale, scaled):
+    """(tokens, "act" site [N, L, F] at each predicting position) of `rerun_greedy`."""
+    tokens, acts = list(prompt), []
     for _ in range(n_new):
         t = len(tokens)
         # Right-padded to one length, so every step reuses one compiled program.
@@ -29,16 +34,20 @@ def rerun_greedy(params, cfg, prompt, n_new, scale=None, scaled="none"):
         edits = None
         if scale is not None:
             where = np.zeros((cfg.n_layers, 1, RERUN_LEN, 1), np.float32)
-            where[:, :, t - 1 if scaled == "last" else slice(0, t)] = 1.0
+            # "cached": every position that was once the newest (the prompt's last token onward) stays scaled.
+            first = {"last": t - 1, "cached": len(prompt) - 1, "all": 0}[scaled]
+            where[:, :, first:t] = 1.0
             edits = SiteEdit(scale=scale[:, None, None, :], shift=None, where=jnp.asarray(where))
-        logits = _forward_at(params, row, valid, cfg, edits, np.asarray([[t - 1]]))
+        logits, act = _forward_at(params, row, valid, cfg, edits, np.asarray([[t - 1]]))
         tokens.append(int(jnp.argmax(logits[0, 0])))
-    return tokens[len(prompt):]
+        acts.append(np.asarray(act)[:, 0, 0])
+    return tokens[len(prompt):], np.stack(acts)
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
 def _forward_at(params, row, valid, cfg, edits, at):
-    return forward(params, row, cfg, valid=valid, edits=edits, logits_at=at).logits
+    out = forward(params, row, cfg, valid=valid, edits=edits, logits_at=at, capture=("act",), capture_at=at)
+    return out.logits, out.captures["act"]
 
 
 def test_cached_decoding_equals_rerunning_the_text(tiny):
@@ -65,15 +74,21 @@ def test_batched_equals_one_at_a_time(tiny_models):
     assert batched == alone
 
 
-@pytest.mark.parametrize("mode,scaled", [("last", "last"), ("all", "all")])
-def test_intervention_modes_match_their_definitions(tiny_models, mode, scaled):
+@pytest.mark.parametrize("mode", ["last", "cached", "all"])
+def test_intervention_modes_match_their_definitions(tiny_models, mode):
     _, cfg, params = tiny_models["llama2"]
     scale = np.ones((cfg.n_layers, cfg.d_ff), np.float32)
     scale[:, ::3] = 0.0
     scale[1, 1::3] = 4.0
-    got = greedy_generate(params, cfg, PROMPTS[:2], N_NEW, scale=jnp.asarray(scale), mode=mode)
-    for prompt, row in zip(PROMPTS[:2], got):
-        assert row == rerun_greedy(params, cfg, prompt, N_NEW, jnp.asarray(scale), scaled)
+    gen = generate(params, cfg, PROMPTS[:2], N_NEW, scale=jnp.asarray(scale), mode=mode, capture="act")
+    for b, prompt in enumerate(PROMPTS[:2]):
+        defs = {m: _rerun(params, cfg, prompt, N_NEW, jnp.asarray(scale), m) for m in ("last", "cached", "all")}
+        tokens, acts = defs.pop(mode)
+        assert list(gen.tokens[b]) == tokens
+        # Tokens of a tiny random model rarely move: the site read at each step tells the modes apart.
+        np.testing.assert_allclose(np.asarray(gen.site)[:, :, b], acts, rtol=0, atol=1e-5)
+        for other_tokens, other_acts in defs.values():
+            assert other_tokens != tokens or np.abs(other_acts - acts).max() > 1e-4
 
 
 def test_factor_one_is_a_noop_in_every_mode(tiny_models):

@@ -6,7 +6,7 @@
   `build_items(...)` rebuilds it; `python -m jaxkn.data build --out FILE` writes one.
 - `PromptStyle`, `format_prompt`, `prompt_parts`, `shared_prefix`, `format_plain`, `format_chat`.
 - `is_correct`, `normalize`: answer judging (METHOD.md §6).
-- `filter_known`, `greedy_generate_fn`: keep the items whose hops a model answers.
+- `filter_known`: keep the items whose hops a model answers (generation: `jaxkn.generate.text_generator`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jaxkn.data.builder import ATTRIBUTION, build_items, build_metadata, pair_name, parse_pair
 from jaxkn.data.exemplars import ANSWER_FIRST, COT_EXEMPLARS, EXEMPLAR_FACTS
-from jaxkn.data.filter import FilterResult, filter_known, greedy_generate_fn
+from jaxkn.data.filter import FilterResult, filter_known
 from jaxkn.data.items import (
     Hop,
     ItemFormatError,
@@ -27,7 +27,7 @@ from jaxkn.data.items import (
     record_to_item,
     relation_answers,
 )
-from jaxkn.data.judge import extract_answer, is_correct, match, normalize
+from jaxkn.data.judge import extract_answer, is_correct, locate_answer, match, normalize, spoken_answer
 from jaxkn.data.loaders import load_items, load_metadata, load_mquake, load_tfrkn, save_items
 from jaxkn.data.prompts import (
     COT_STYLES,
@@ -69,7 +69,7 @@ __all__ = [
     "build_items", "build_metadata", "builtin_items", "builtin_metadata", "parse_pair", "pair_name",
     "RELATIONS", "RELATION_PAIRS", "ATTRIBUTION", "ANSWER_FIRST", "COT_EXEMPLARS", "EXEMPLAR_FACTS",
     "PromptStyle", "DEFAULT_STYLE", "COT_STYLES", "format_plain", "format_chat", "format_prompt", "prompt_parts",
-    "shared_prefix", "normalize", "match", "extract_answer", "is_correct",
-    "filter_known", "greedy_generate_fn", "FilterResult",
+    "shared_prefix", "normalize", "match", "extract_answer", "is_correct", "locate_answer", "spoken_answer",
+    "filter_known", "FilterResult",
     "RecordProblem", "record_hash", "dataset_hashes",
 ]

@@ -4,8 +4,8 @@ A hop is known when the model answers at least `k` of its queries correctly (all
 than `k`; **default** k = 1, recorded in the result's settings); an item is kept when both hops are known.
 
 Generation is a plain function `generate_fn(prompts: list[str]) -> list[str]` returning the new text per prompt;
-`greedy_generate_fn(cfg, params, tokenizer)` builds one from `jaxkn.generate.greedy_generate` (short, stops at a
-newline, since only the first line is judged). Generations are cached per prompt string in a dict: hop-2 facts
+`jaxkn.generate.text_generator(cfg, params, tokenizer)` builds one over a model (short, stops at a newline, since
+only the first line is judged). This module runs no model itself. Generations are cached per prompt string in a dict: hop-2 facts
 repeat across items, and a caller that persists the returned cache (e.g. as JSON) resumes where it stopped.
 `filter_known` itself is pure: it does not mutate the cache passed in.
 """
@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jaxkn.data.items import TwoHopItem, relation_answers
-from jaxkn.data.judge import first_line, is_correct
+from jaxkn.data.judge import is_correct
 from jaxkn.data.prompts import DEFAULT_STYLE, ChatTokenizer, PromptStyle, format_prompt
-from jaxkn.generate import greedy_generate
 
 GenerateFn = Callable[[list[str]], list[str]]
 
@@ -126,33 +125,3 @@ def filter_known(items: Sequence[TwoHopItem], generate_fn: GenerateFn, *, k: int
         settings={"k": k, "style": style.as_dict(), "max_queries": max_queries},
     )
 
-
-def greedy_generate_fn(cfg, params, tokenizer, *, max_new_tokens: int = 8, batch_size: int = 32,
-                       stop_at_newline: bool = True, shared_prefix: str | None = None) -> GenerateFn:
-    """A `GenerateFn` over greedy decoding: batches of a fixed size (the last one padded by repeating a prompt,
-    so compiled shapes repeat), stopping at EOS and, by default, at a newline token.
-
-    With `shared_prefix` (e.g. `jaxkn.data.shared_prefix(style)`), the tokens the prompts share with it are
-    computed once per batch (`jaxkn.data.prefix_generate`); otherwise `jaxkn.generate.greedy_generate` runs.
-    """
-    from jaxkn.data.prefix_generate import prefix_greedy_generate
-
-    stops = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
-    newline = tokenizer.encode("\n")
-    if stop_at_newline and len(newline) == 1:
-        stops.append(newline[0])
-    hint = tokenizer.encode(shared_prefix) if shared_prefix else None
-
-    def generate_fn(prompts: list[str]) -> list[str]:
-        texts = []
-        for start in range(0, len(prompts), batch_size):
-            chunk = [tokenizer.encode(p) for p in prompts[start:start + batch_size]]
-            padded = chunk + [chunk[0]] * (batch_size - len(chunk))
-            if hint is None:
-                out = greedy_generate(params, cfg, padded, max_new_tokens, stop_ids=stops)
-            else:
-                out = prefix_greedy_generate(params, cfg, padded, max_new_tokens, prefix=hint, stop_ids=stops)
-            texts += [tokenizer.decode(ids, skip_special_tokens=True) for ids in out[:len(chunk)]]
-        return [first_line(t) if stop_at_newline else t for t in texts]
-
-    return generate_fn
