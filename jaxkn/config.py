@@ -261,7 +261,7 @@ def _text_config(hf: dict[str, Any]) -> dict[str, Any]:
         raise UnsupportedConfigError(f"unsupported HF config keys for gemma3: {extra}")
     text = dict(hf["text_config"] or {})
     text["model_type"] = "gemma3_text"
-    for key in ("dtype", "torch_dtype", "tie_word_embeddings"):
+    for key in ("dtype", "torch_dtype", "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id"):
         if key in hf and key not in text:
             text[key] = hf[key]
     return text
@@ -383,13 +383,15 @@ _HF_IGNORED = {
 # the Qwen reader honours them).
 _HF_FAMILY_HANDLED = {
     "gemma2": {"hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
-               "use_bidirectional_attention", "sliding_window_pattern", "_sliding_window_pattern"},
+               "use_bidirectional_attention", "sliding_window_pattern", "_sliding_window_pattern",
+               "sliding_window_size"},  # an old Gemma 2 spelling HF never reads (sliding_window is the window)
 }
 _HF_FAMILY_HANDLED["gemma3_text"] = _HF_FAMILY_HANDLED["gemma2"] | {"rope_local_base_freq"}
 # A multimodal Gemma 3 config around its `text_config`: the vision side is not read.
 _GEMMA3_OUTER_KEYS = {
     "model_type", "text_config", "vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index",
-    "image_token_index", "dtype", "torch_dtype", "tie_word_embeddings",
+    "image_token_index", "dtype", "torch_dtype", "tie_word_embeddings", "bos_token_id", "eos_token_id",
+    "pad_token_id",
 }
 
 

@@ -290,3 +290,57 @@ def test_multimodal_gemma3_config_reads_its_text_model(families):
     text = families["gemma3"][0].config.to_dict()
     wrapped = transformers.Gemma3Config(text_config=text).to_dict()
     assert ModelConfig.from_hf_dict(wrapped) == families["gemma3"][1]
+
+
+# ---- real configs ------------------------------------------------------------------------------------
+
+REAL_CONFIGS = {  # the published config.json files (transformers 4 spellings), with their parameter counts
+    "gemma-2-2b": (2_614_341_888, dict(
+        architectures=["Gemma2ForCausalLM"], attention_bias=False, attention_dropout=0.0, attn_logit_softcapping=50.0,
+        bos_token_id=2, cache_implementation="hybrid", eos_token_id=[1, 107], final_logit_softcapping=30.0,
+        head_dim=256, hidden_act="gelu_pytorch_tanh", hidden_activation="gelu_pytorch_tanh", hidden_size=2304,
+        initializer_range=0.02, intermediate_size=9216, max_position_embeddings=8192, model_type="gemma2",
+        num_attention_heads=8, num_hidden_layers=26, num_key_value_heads=4, pad_token_id=0,
+        query_pre_attn_scalar=256, rms_norm_eps=1e-06, rope_theta=10000.0, sliding_window=4096,
+        torch_dtype="float32", transformers_version="4.42.4", use_cache=True, vocab_size=256000)),
+    "gemma-3-1b-it": (999_885_952, dict(
+        architectures=["Gemma3ForCausalLM"], attention_bias=False, attention_dropout=0.0, attn_logit_softcapping=None,
+        bos_token_id=2, cache_implementation="hybrid", eos_token_id=[1, 106], final_logit_softcapping=None,
+        head_dim=256, hidden_activation="gelu_pytorch_tanh", hidden_size=1152, initializer_range=0.02,
+        intermediate_size=6912, max_position_embeddings=32768, model_type="gemma3_text", num_attention_heads=4,
+        num_hidden_layers=26, num_key_value_heads=1, pad_token_id=0, query_pre_attn_scalar=256, rms_norm_eps=1e-06,
+        rope_local_base_freq=10000, rope_scaling=None, rope_theta=1000000, sliding_window=512,
+        sliding_window_pattern=6, torch_dtype="bfloat16", transformers_version="4.50.0.dev0", use_cache=True,
+        vocab_size=262144)),
+    "Qwen2.5-0.5B-Instruct": (494_032_768, dict(
+        architectures=["Qwen2ForCausalLM"], attention_dropout=0.0, bos_token_id=151643, eos_token_id=151645,
+        hidden_act="silu", hidden_size=896, initializer_range=0.02, intermediate_size=4864,
+        max_position_embeddings=32768, max_window_layers=21, model_type="qwen2", num_attention_heads=14,
+        num_hidden_layers=24, num_key_value_heads=2, rms_norm_eps=1e-06, rope_theta=1000000.0, sliding_window=32768,
+        tie_word_embeddings=True, torch_dtype="bfloat16", transformers_version="4.43.1", use_cache=True,
+        use_sliding_window=False, vocab_size=151936)),
+    "Qwen3-0.6B": (596_049_920, dict(
+        architectures=["Qwen3ForCausalLM"], attention_bias=False, attention_dropout=0.0, bos_token_id=151643,
+        eos_token_id=151645, head_dim=128, hidden_act="silu", hidden_size=1024, initializer_range=0.02,
+        intermediate_size=3072, max_position_embeddings=40960, max_window_layers=28, model_type="qwen3",
+        num_attention_heads=16, num_hidden_layers=28, num_key_value_heads=8, rms_norm_eps=1e-06, rope_scaling=None,
+        rope_theta=1000000, sliding_window=None, tie_word_embeddings=True, torch_dtype="bfloat16",
+        transformers_version="4.51.0", use_cache=True, use_sliding_window=False, vocab_size=151936)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_CONFIGS))
+def test_real_configs_read_with_published_parameter_counts(name):
+    """Real config.json files parse (every key known) and give the published sizes, at no memory cost."""
+    from jaxkn.model import init_params, param_shapes
+
+    count, hf_dict = REAL_CONFIGS[name]
+    cfg = ModelConfig.from_hf_dict(hf_dict)
+    shapes = jax.tree_util.tree_leaves(param_shapes(cfg), is_leaf=lambda s: isinstance(s, tuple))
+    assert sum(int(np.prod(s)) for s in shapes) == count
+    if name == "gemma-3-1b-it":  # 5 local layers per global one, local RoPE base 1e4, window 512
+        assert cfg.layer_types[:6] == ("sliding_attention",) * 5 + ("full_attention",)
+        assert (cfg.rope_local_theta, cfg.rope_theta, cfg.sliding_window) == (1e4, 1e6, 512)
+        abstract = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.PRNGKey(0))
+        out = jax.eval_shape(lambda p: forward(p, jnp.zeros((1, 16), jnp.int32), cfg).logits, abstract)
+        assert out.shape == (1, 16, cfg.vocab_size)
