@@ -284,12 +284,27 @@ def test_pallas_mlp_refuses_geglu(families):
         families["gemma2"][1].replace(mlp_impl="pallas")
 
 
-def test_multimodal_gemma3_config_reads_its_text_model(families):
+def test_multimodal_gemma3_folder_converts_as_its_text_model(families, tmp_path):
+    """A Gemma3ForConditionalGeneration folder: config from text_config, weights from language_model.*, the
+    vision tower and projector skipped; logits equal HF's multimodal model on text-only input."""
     import transformers
 
-    text = families["gemma3"][0].config.to_dict()
-    wrapped = transformers.Gemma3Config(text_config=text).to_dict()
-    assert ModelConfig.from_hf_dict(wrapped) == families["gemma3"][1]
+    text_hf, text_cfg, _ = families["gemma3"]
+    vision = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=28, patch_size=14)
+    config = transformers.Gemma3Config(text_config=text_hf.config.to_dict(), vision_config=vision,
+                                       mm_tokens_per_image=1, image_token_index=63, boi_token_index=61,
+                                       eoi_token_index=62)
+    config.text_config._attn_implementation = "eager"
+    model = transformers.Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.model.language_model.load_state_dict(text_hf.model.state_dict())
+    assert ModelConfig.from_hf_dict(config.to_dict()) == text_cfg
+    model.save_pretrained(tmp_path)
+    cfg, params, _ = convert_hf(tmp_path)
+    assert cfg == text_cfg
+    logits = forward(jax.tree_util.tree_map(jnp.asarray, params), TOKENS, cfg).logits
+    assert_relative(logits, hf_logits(model, TOKENS))
 
 
 # ---- real configs ------------------------------------------------------------------------------------
@@ -344,3 +359,12 @@ def test_real_configs_read_with_published_parameter_counts(name):
         abstract = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.PRNGKey(0))
         out = jax.eval_shape(lambda p: forward(p, jnp.zeros((1, 16), jnp.int32), cfg).logits, abstract)
         assert out.shape == (1, 16, cfg.vocab_size)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_config_json_round_trip(families, family, tmp_path):
+    """jaxkn's own config file (what convert's CLI writes beside the orbax params) keeps every family option."""
+    cfg = families[family][1]
+    cfg.save(tmp_path / "config.json")
+    loaded = ModelConfig.load(tmp_path / "config.json")
+    assert loaded == cfg and hash(loaded) == hash(cfg)
