@@ -125,6 +125,27 @@ def test_each_family_option_changes_the_logits(families, family, change):
     assert np.abs(plain - changed).max() / np.abs(plain).max() > 1e-2
 
 
+@pytest.mark.parametrize("family", ["gemma2", "qwen2"])
+def test_neuron_site_is_what_down_reads(families, family):
+    """`product` is the input of down_proj (GeGLU: gelu_tanh(gate) * up): scaling it by 0 on a layer equals
+    zeroing down_proj's input in torch; `act` is the activation of the captured `gate`."""
+    from jaxkn.site import scale_edit
+
+    hf, cfg, params = families[family]
+    layer = 1
+    scale = jnp.ones((cfg.n_layers, cfg.d_ff)).at[layer].set(0.0)
+    got = forward(params, TOKENS, cfg, edits=scale_edit(scale, jnp.ones(TOKENS.shape))).logits
+    handle = hf.model.layers[layer].mlp.down_proj.register_forward_pre_hook(lambda m, a: (torch.zeros_like(a[0]),))
+    try:
+        ref = hf_logits(hf, TOKENS)
+    finally:
+        handle.remove()
+    assert_relative(got, ref)
+    out = forward(params, TOKENS, cfg, capture=("gate", "act"))
+    activation = jax.nn.silu if cfg.hidden_act == "silu" else lambda g: jax.nn.gelu(g, approximate=True)
+    np.testing.assert_allclose(out.captures["act"], activation(out.captures["gate"]), atol=1e-6)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_greedy_generation_is_token_identical(families, family):
     hf, cfg, params = families[family]
