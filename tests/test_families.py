@@ -146,6 +146,23 @@ def test_neuron_site_is_what_down_reads(families, family):
     np.testing.assert_allclose(out.captures["act"], activation(out.captures["gate"]), atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["gemma2", "gemma3"])
+def test_bfloat16_params_track_transformers_in_bfloat16(families, family):
+    """bfloat16 end to end (embedding scale rounded to bf16, (1 + w) norms in float32, soft caps): no further
+    from float32 than HF's own bfloat16 model is (within a factor 2), and close to it."""
+    hf, cfg, params = families[family]
+    bf = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)
+    got = forward(bf, TOKENS, cfg.replace(param_dtype="bfloat16")).logits
+    assert got.dtype == jnp.bfloat16
+    ref32 = hf_logits(hf, TOKENS)
+    with torch.no_grad():
+        ref16 = hf.to(torch.bfloat16)(torch.tensor(TOKENS)).logits.float().numpy()
+    hf.to(torch.float32)
+    ours, theirs = np.abs(np.asarray(got, np.float32) - ref32).max(), np.abs(ref16 - ref32).max()
+    assert ours <= 2 * theirs, (ours, theirs)
+    assert np.abs(np.asarray(got, np.float32) - ref16).max() <= 0.1 * np.abs(ref32).max()
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_greedy_generation_is_token_identical(families, family):
     hf, cfg, params = families[family]
