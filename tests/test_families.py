@@ -6,6 +6,8 @@ and sliding windows (4) shorter than the prompts, so every family option changes
 
 from __future__ import annotations
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,9 +157,8 @@ def test_bfloat16_params_track_transformers_in_bfloat16(families, family):
     got = forward(bf, TOKENS, cfg.replace(param_dtype="bfloat16")).logits
     assert got.dtype == jnp.bfloat16
     ref32 = hf_logits(hf, TOKENS)
-    with torch.no_grad():
-        ref16 = hf.to(torch.bfloat16)(torch.tensor(TOKENS)).logits.float().numpy()
-    hf.to(torch.float32)
+    with torch.no_grad():  # a copy: the module fixture's float32 weights must stay exact for the other tests
+        ref16 = copy.deepcopy(hf).to(torch.bfloat16)(torch.tensor(TOKENS)).logits.float().numpy()
     ours, theirs = np.abs(np.asarray(got, np.float32) - ref32).max(), np.abs(ref16 - ref32).max()
     assert ours <= 2 * theirs, (ours, theirs)
     assert np.abs(np.asarray(got, np.float32) - ref16).max() <= 0.1 * np.abs(ref32).max()
