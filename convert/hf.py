@@ -5,7 +5,9 @@ Conventions:
   tensor with `safetensors.safe_open(..., framework="numpy")` (bfloat16 included), never all at once.
 - A `pytorch_model.bin` is read only with `torch.load(weights_only=True)` (no arbitrary unpickling), and only
   when torch is installed.
-- Names map through `convert.mapping.HF_NAMES`; every jaxkn leaf must be filled and every tensor used.
+- Names map through `convert.mapping.hf_names(cfg)`; every jaxkn leaf must be filled and every tensor used.
+- A multimodal Gemma 3 folder (`model_type: gemma3`) is read as its text model: tensors under
+  `language_model.` are the text model's, the vision tower and projector are skipped on purpose.
 """
 
 from __future__ import annotations
@@ -21,6 +23,32 @@ from jaxkn.convert.mapping import CheckpointError, assemble_params
 from jaxkn.tokenizer import Tokenizer
 
 SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
+# Multimodal Gemma 3: the Hub's layout (language_model.model.*) and transformers 5's in-memory one
+# (model.language_model.*); the image side is not part of the text model.
+_VISION_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
+_TEXT_PREFIXES = {"language_model.": "", "model.language_model.": "model."}
+
+
+def _is_multimodal(directory: Path) -> bool:
+    config = json.loads((directory / "config.json").read_text())
+    return config.get("model_type") == "gemma3" and "text_config" in config
+
+
+def text_model_names(names, multimodal: bool) -> dict[str, str]:
+    """text-model tensor name -> the name in the checkpoint (vision tensors of a multimodal model left out)."""
+    if not multimodal:
+        return {name: name for name in names}
+    out = {}
+    for name in names:
+        if name.startswith(_VISION_PREFIXES):
+            continue
+        new = name
+        for prefix, replacement in _TEXT_PREFIXES.items():
+            if name.startswith(prefix):
+                new = replacement + name[len(prefix):]
+                break
+        out[new] = name
+    return out
 
 
 def read_hf_config(directory: str | Path, dtype: str | None = None) -> ModelConfig:
@@ -52,10 +80,12 @@ def _convert_safetensors(directory: Path, cfg: ModelConfig) -> dict:
     from safetensors import safe_open
 
     files = _safetensors_files(directory)
+    names = text_model_names(files, _is_multimodal(directory))
     with ExitStack() as stack:
         handles: dict[Path, object] = {}
 
         def get_tensor(name: str) -> np.ndarray:
+            name = names[name]
             path = files[name]
             try:
                 if path not in handles:
@@ -64,7 +94,7 @@ def _convert_safetensors(directory: Path, cfg: ModelConfig) -> dict:
             except Exception as e:
                 raise CheckpointError(f"cannot read tensor {name!r} from {path} (truncated or corrupt?): {e}") from e
 
-        return assemble_params(cfg, get_tensor, set(files))
+        return assemble_params(cfg, get_tensor, set(names))
 
 
 def _convert_torch_bin(path: Path, cfg: ModelConfig) -> dict:
@@ -74,11 +104,12 @@ def _convert_torch_bin(path: Path, cfg: ModelConfig) -> dict:
         raise CheckpointError(f"{path} is a torch pickle; reading it needs torch installed. Prefer safetensors: "
                               f"re-save the model with save_pretrained(safe_serialization=True)") from e
     state = torch.load(path, map_location="cpu", weights_only=True)  # refuses arbitrary pickled objects
+    names = text_model_names(state, _is_multimodal(path.parent))
 
     def get_tensor(name: str) -> np.ndarray:
-        return state[name].to(torch.float32).numpy()
+        return state[names[name]].to(torch.float32).numpy()
 
-    return assemble_params(cfg, get_tensor, set(state))
+    return assemble_params(cfg, get_tensor, set(names))
 
 
 def convert_hf(directory: str | Path, dtype: str | None = None) -> tuple[ModelConfig, dict, Tokenizer | None]:

@@ -36,6 +36,33 @@ HF_NAMES: dict[str, tuple[str, str]] = {
 }
 # Source tensors that carry nothing the forward pass needs.
 HF_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+# Extra leaves by family (jaxkn leaf -> HF name); Gemma renames the MLP's norm and adds the sandwich norms.
+_HF_QKV_BIAS = {f"layers/b{x}": (f"model.layers.{{i}}.self_attn.{x}_proj.bias", "none") for x in "qkv"}
+_HF_QK_NORM = {f"layers/{x}_norm": (f"model.layers.{{i}}.self_attn.{x}_norm.weight", "none") for x in "qk"}
+_HF_SANDWICH = {
+    "layers/post_attn_norm": ("model.layers.{i}.post_attention_layernorm.weight", "none"),
+    "layers/mlp_norm": ("model.layers.{i}.pre_feedforward_layernorm.weight", "none"),
+    "layers/post_mlp_norm": ("model.layers.{i}.post_feedforward_layernorm.weight", "none"),
+}
+
+
+def hf_names(cfg: ModelConfig) -> dict[str, tuple[str, str]]:
+    """The HF name map for `cfg`'s family: HF_NAMES plus the leaves its options add."""
+    return _family_names(cfg, HF_NAMES, _HF_QKV_BIAS, _HF_QK_NORM, _HF_SANDWICH, {})
+
+
+def _family_names(cfg: ModelConfig, base, qkv_bias, qk_norm, sandwich, norm_transform) -> dict[str, tuple[str, str]]:
+    names = dict(base)
+    if cfg.qkv_bias:
+        names.update(qkv_bias)
+    if cfg.qk_norm:
+        names.update(qk_norm)
+    if cfg.sandwich_norms:
+        names.update(sandwich)
+    for leaf, transform in norm_transform.items():
+        if leaf in names:
+            names[leaf] = (names[leaf][0], transform)
+    return names
 
 TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "none": lambda a: a,
@@ -54,7 +81,7 @@ def assemble_params(
     cfg: ModelConfig,
     get_tensor: Callable[[str], np.ndarray],
     source_names: set[str],
-    names: Mapping[str, tuple[str, str]] = HF_NAMES,
+    names: Mapping[str, tuple[str, str]] | None = None,
     transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]] = TRANSFORMS,
     ignored_suffixes: tuple[str, ...] = HF_IGNORED_SUFFIXES,
     dtype: str | None = None,
@@ -65,9 +92,10 @@ def assemble_params(
       cfg: target config; shapes are checked against `param_shapes(cfg)`.
       get_tensor: reads one source tensor by name (as float32/float16/bfloat16 numpy).
       source_names: every tensor name the source holds (to report unused ones).
-      names / transforms: the declarative map for this source format.
+      names / transforms: the declarative map for this source format (default: `hf_names(cfg)`).
       dtype: stored dtype of the result (default cfg.param_dtype).
     """
+    names = hf_names(cfg) if names is None else names
     dtype = np.dtype(_np_dtype(dtype or cfg.param_dtype))
     used: set[str] = set()
     flat: dict[str, np.ndarray] = {}
@@ -128,6 +156,28 @@ GGUF_NAMES: dict[str, tuple[str, str]] = {
     "layers/w_down": ("blk.{i}.ffn_down.weight", "transpose"),
 }
 GGUF_IGNORED_SUFFIXES: tuple[str, ...] = ()
+_GGUF_QKV_BIAS = {f"layers/b{x}": (f"blk.{{i}}.attn_{x}.bias", "none") for x in "qkv"}
+_GGUF_QK_NORM = {f"layers/{x}_norm": (f"blk.{{i}}.attn_{x}_norm.weight", "none") for x in "qk"}
+_GGUF_SANDWICH = {
+    "layers/post_attn_norm": ("blk.{i}.post_attention_norm.weight", "none"),
+    "layers/mlp_norm": ("blk.{i}.ffn_norm.weight", "none"),
+    "layers/post_mlp_norm": ("blk.{i}.post_ffw_norm.weight", "none"),
+}
+
+
+def gguf_names(cfg: ModelConfig) -> dict[str, tuple[str, str]]:
+    """The GGUF name map for `cfg`'s family.
+
+    llama.cpp permutes Q/K rows only for its `llama` architecture (Qwen and Gemma keep HF's rotate-half
+    order), and stores Gemma's norms as (1 + w): both are undone here.
+    """
+    names = dict(GGUF_NAMES)
+    if cfg.model_type != "llama":
+        names["layers/wq"], names["layers/wk"] = ("blk.{i}.attn_q.weight", "transpose"), (
+            "blk.{i}.attn_k.weight", "transpose")
+    norms = [leaf for leaf in (*names, *_GGUF_QK_NORM, *_GGUF_SANDWICH) if leaf.endswith("norm")]
+    offset = {leaf: "minus_one" for leaf in norms} if cfg.norm_unit_offset else {}
+    return _family_names(cfg, names, _GGUF_QKV_BIAS, _GGUF_QK_NORM, _GGUF_SANDWICH, offset)
 
 
 def permute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -148,4 +198,5 @@ def gguf_transforms(cfg: ModelConfig) -> dict[str, Callable[[np.ndarray], np.nda
         **TRANSFORMS,
         "unpermute_q_transpose": lambda a: unpermute_rope_rows(a, cfg.n_heads).T,
         "unpermute_k_transpose": lambda a: unpermute_rope_rows(a, cfg.n_kv_heads).T,
+        "minus_one": lambda a: a - 1.0,  # llama.cpp's Gemma norms hold 1 + w; jaxkn stores HF's w
     }

@@ -194,18 +194,19 @@ def decode_rows(params, cfg, cache: KVCache, token, position, edits, capture):
 
     The building block of `decode_step`, public for callers that batch their own decoding over one cache.
     """
-    x = embed(params, token[:, None])
+    x = embed(params, token[:, None], cfg)
     cos, sin = rope_tables(cfg, position[:, None])
     own_valid = jnp.ones_like(token, bool)[:, None]
     mask = attention_mask(cfg, position[:, None], jnp.concatenate([cache.positions, position[:, None]], 1),
                           jnp.concatenate([cache.valid, own_valid], 1))
 
     def body(x, layer):
-        lp, k_l, v_l, layer_edits = layer
-        x, kv, captured = block(cfg, lp, x, cos, sin, mask, (k_l, v_l), layer_edits, capture)
+        lp, k_l, v_l, layer_edits, index = layer
+        x, kv, captured = block(cfg, lp, x, cos, sin, mask, (k_l, v_l), layer_edits, capture, layer=index)
         return x, (kv, captured)
 
-    x, (kv, captured) = jax.lax.scan(body, x, (params["layers"], cache.k, cache.v, edits))
+    layer_index = jnp.arange(cfg.n_layers)  # mixed models (Gemma) pick each layer's window and RoPE by it
+    x, (kv, captured) = jax.lax.scan(body, x, (params["layers"], cache.k, cache.v, edits, layer_index))
     return lm_head(cfg, params, x[:, 0]), kv, captured
 
 

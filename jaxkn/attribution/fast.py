@@ -35,13 +35,16 @@ from jaxkn.attribution.results import PointGradients, gold_probability
 from jaxkn.config import ModelConfig
 from jaxkn.model import (
     attention_mask,
+    attention_residual,
+    attention_scores,
     block,
     default_positions,
     embed,
+    layer_view,
     lm_head,
-    mlp,
+    mlp_residual,
+    norm,
     project_qkv,
-    rms_norm,
     rope_tables,
 )
 from jaxkn.site import SiteEdit
@@ -63,12 +66,14 @@ def prefix_pass(params, batch: AttributionBatch, cfg: ModelConfig, site: str):
     cos, sin = rope_tables(cfg, positions)
     mask = attention_mask(cfg, positions, positions, batch.valid)
 
-    def body(x, lp):
+    def body(x, layer):
+        lp, index = layer
         x_at = _gather(x, batch.answer_positions)
-        x, kv, captured = block(cfg, lp, x, cos, sin, mask, None, (), (site,))
+        x, kv, captured = block(cfg, lp, x, cos, sin, mask, None, (), (site,), layer=index)
         return x, (x_at, kv, _gather(captured[site], batch.answer_positions))
 
-    x, (resid, (keys, values), acts) = jax.lax.scan(body, embed(params, batch.tokens), params["layers"])
+    x, (resid, (keys, values), acts) = jax.lax.scan(body, embed(params, batch.tokens, cfg),
+                                                    (params["layers"], jnp.arange(cfg.n_layers)))
     logits = lm_head(cfg, params, _gather(x, batch.answer_positions))
     return resid, keys, values, acts, gold_probability(logits, batch.answer_tokens)
 
@@ -79,11 +84,10 @@ def attend_rows(cfg: ModelConfig, q: Float[Array, "B N H E"], k_own: Float[Array
     """Attention of independent rows: each sees the shared cache (masked per row) and its own key/value only."""
     b, n = q.shape[:2]
     q = q.reshape(b, n, cfg.n_kv_heads, cfg.q_per_kv, cfg.head_dim)
-    norm = np.sqrt(cfg.head_dim).astype(q.dtype)
-    acc = jnp.promote_types(q.dtype, jnp.float32)
-    to_cache = jnp.einsum("bnkge,bske->bkgns", q, k_cache) / norm
-    to_cache = jnp.where(cache_mask[:, None, None], to_cache.astype(acc), _MASKED)
-    to_self = (jnp.einsum("bnkge,bnke->bkgn", q, k_own) / norm).astype(acc)
+    # scaled and soft-capped as jaxkn.model.attend does (the family's query scalar and attention soft cap)
+    to_cache = attention_scores(cfg, jnp.einsum("bnkge,bske->bkgns", q, k_cache))
+    to_cache = jnp.where(cache_mask[:, None, None], to_cache, _MASKED)
+    to_self = attention_scores(cfg, jnp.einsum("bnkge,bnke->bkgn", q, k_own))
     probs = jax.nn.softmax(jnp.concatenate([to_cache, to_self[..., None]], axis=-1), axis=-1).astype(v_cache.dtype)
     out = jnp.einsum("bkgns,bske->bnkge", probs[..., :-1], v_cache)
     out = out + jnp.einsum("bkgn,bnke->bnkge", probs[..., -1], v_own)
@@ -143,14 +147,13 @@ def fast_point_gradients(params, batch: AttributionBatch, cfg: ModelConfig, conf
 
         def body(x, layer_inputs):
             lp, k_cache, v_cache, index = layer_inputs
-            h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-            q, k, v = project_qkv(cfg, lp, h, cos, sin)
-            x = x + attend_rows(cfg, q, k, v, k_cache, v_cache, cache_mask) @ lp["wo"]
-            h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
+            cos_l, sin_l, mask_l = layer_view(cfg, index, cos, sin, cache_mask)  # the layer's kind (Gemma)
+            q, k, v = project_qkv(cfg, lp, norm(cfg, x, lp["attn_norm"]), cos_l, sin_l)
+            x = attention_residual(cfg, lp, x, attend_rows(cfg, q, k, v, k_cache, v_cache, mask_l))
             where = (start == index).astype(dtype)[None, :, None]
             edit = SiteEdit(scale=edit_scale, shift=shift, where=where, site=config.site)
-            out, _ = mlp(cfg, lp, h, (edit,))
-            return x + out, None
+            x, _ = mlp_residual(cfg, lp, x, (edit,))
+            return x, None
 
         span = jax.tree_util.tree_map(lambda w: w[lo:hi], params["layers"])
         x, _ = jax.lax.scan(body, x, (span, keys[lo:hi], values[lo:hi], jnp.arange(lo, hi)))
