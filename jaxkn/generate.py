@@ -137,11 +137,12 @@ def _prefill_rows(params, cfg: ModelConfig, k_pre: Float[Array, "L b P K E"], v_
     cos, sin = rope_tables(cfg, positions)
 
     def body(x, layer):
-        lp, k_l, v_l, layer_edits = layer
-        x, kv, _ = block(cfg, lp, x, cos, sin, mask, (k_l, v_l), layer_edits)
+        lp, k_l, v_l, layer_edits, index = layer
+        x, kv, _ = block(cfg, lp, x, cos, sin, mask, (k_l, v_l), layer_edits, layer=index)
         return x, kv
 
-    _, (k, v) = jax.lax.scan(body, embed(params, tokens), (params["layers"], k_pre, v_pre, edits))
+    layer_index = jnp.arange(cfg.n_layers)  # mixed models (Gemma) pick each layer's window and RoPE by it
+    _, (k, v) = jax.lax.scan(body, embed(params, tokens, cfg), (params["layers"], k_pre, v_pre, edits, layer_index))
     pad = n_slots - n_prefix - length
     fill = ((0, 0), (0, 0), (0, pad), (0, 0), (0, 0))
     return KVCache(k=jnp.pad(jnp.concatenate([k_pre, k], 2), fill), v=jnp.pad(jnp.concatenate([v_pre, v], 2), fill),
