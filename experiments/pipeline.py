@@ -72,7 +72,7 @@ def load(settings: StudyConfig, mesh=None):
 
 
 def load_dataset(settings: StudyConfig) -> list:
-    return builtin_items() if settings.dataset is None else load_items(settings.dataset)
+    return builtin_items() if settings.dataset is None else load_items(settings.dataset, mquake_cloze=settings.mquake_cloze)
 
 
 class StudyInputError(UserInputError):

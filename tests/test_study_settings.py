@@ -7,6 +7,7 @@ import dataclasses
 import json
 import typing
 
+import numpy as np
 import pytest
 
 from jaxkn.attribution import AttributionConfig
@@ -135,3 +136,38 @@ def test_mquake_items_with_one_question_per_hop_stop_before_attribution(tiny_che
     err = capsys.readouterr().err
     assert "no item can be measured" in err and "case 7" in err and "case 9" in err and "at least 2" in err
     assert not (out / "facts").exists()  # nothing was attributed
+
+
+@pytest.mark.slow
+def test_mquake_items_are_measured_with_the_cloze_setting(tiny_checkpoint, tmp_path):
+    """With --mquake-cloze each hop has its question and its cloze statement: two queries, so the out-of-sample
+    single-hop level is defined. Answers are what the tiny random model itself says (it knows nothing else)."""
+    import jaxkn
+    from jaxkn.data import builtin_items, format_prompt
+    from jaxkn.generate import text_generator
+
+    cfg, params, tokenizer = jaxkn.load_model(tiny_checkpoint)
+    generate = text_generator(cfg, params, tokenizer, max_new_tokens=3, batch_size=4)
+    cases = []
+    for item in builtin_items()[:8]:
+        said = [a.strip() for a in generate([format_prompt(item.fact1_query[0]), format_prompt(item.fact2_query[0])])]
+        if all(said):
+            case = _mquake_case(item.case_id)
+            case["questions"] = [item.two_hop]
+            for hop, query, answer in zip(case["single_hops"], (item.fact1_query, item.fact2_query), said):
+                hop.update(question=query[0], cloze=query[1], answer=answer)
+            case["orig"] = {"triples": [list(t) for t in item.two_hop_id],
+                            "triples_labeled": [list(t) for t in item.two_hop_label]}
+            cases.append(case)
+    assert len(cases) >= 2, "the tiny model gave no usable answers"
+    data = tmp_path / "mquake.json"
+    data.write_text(json.dumps(cases[:3]))
+    out = tmp_path / "out"
+    assert two_hop.main(["--model", str(tiny_checkpoint), "--dataset", str(data), "--out", str(out), "--limit", "2",
+                         "--mquake-cloze", "--queries-per-hop", "2", "--steps", "2", "--cot", "none",
+                         "--answer-tokens", "5", "--bootstrap", "50", "--batch-size", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["filter"]["studied"] >= 1 and summary["skipped"]["count"] == 0
+    facts = [json.loads(p.read_text()) for p in (out / "facts").glob("*.json")]
+    assert facts and all(len(f["queries"]) == 2 for f in facts)
+    assert any(f["single_kn"] is not None and np.isfinite(f["single_kn"]) for f in facts)
