@@ -153,7 +153,8 @@ def test_smollm2_layer0_converges_where_left_riemann_fails(smollm2):
     from jaxkn.data.prompts import COT_STYLES
 
     cfg, params, tok = smollm2
-    item = builtin_items()[0]
+    # a query whose layer-0 path has a near-jump (left m = 20 misses completeness by ~0.6 here)
+    item = next(it for it in builtin_items() if it.fact1_query[0] == "In which country is Ghazni?")
     prompt = format_prompt(item.fact1_query[0], COT_STYLES["none"])
     kw = dict(layers=(0, 1))
     fixed = attribute(params, cfg, tok, [prompt], item.fact1_ans, AttributionConfig(**kw))
