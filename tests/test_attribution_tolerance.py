@@ -114,11 +114,15 @@ def test_tolerance_mode_float64_fast_equals_reference(tiny_models):
 
 
 @pytest.mark.parametrize("method", ["fast", "reference"])
-def test_point_chunks_equal_one_chunk(tiny_models, method):
-    _, cfg, params = tiny_models["llama3"]
-    whole = run(params, cfg, method=method, point_chunk=100)
-    chunked = run(params, cfg, method=method, point_chunk=2)  # 5 points (4 + t = 0) in 3 chunks, one padded
-    np.testing.assert_allclose(chunked.scores, whole.scores, rtol=1e-6, atol=1e-9)
+def test_point_chunks_equal_one_chunk(sharp, method):
+    """Both rounds chunked (5 first-round points in 2 chunks, 8 and 16 refinement points in 3 and 6, padded)
+    give the unchunked numbers."""
+    cfg, params = sharp
+    whole = run(params, cfg, method=method, tolerance=3e-6, point_chunk=100)
+    chunked = run(params, cfg, method=method, tolerance=3e-6, point_chunk=3)
+    assert np.asarray(whole.points_per_layer).max() == 16
+    np.testing.assert_array_equal(chunked.points_per_layer, whole.points_per_layer)
+    np.testing.assert_allclose(chunked.scores, whole.scores, rtol=1e-5, atol=1e-7 * np.abs(whole.scores).max())
     np.testing.assert_allclose(chunked.prob_baseline, whole.prob_baseline, rtol=1e-6)
 
 

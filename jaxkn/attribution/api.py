@@ -1,4 +1,5 @@
-"""Attribution entry points: one compiled program per batch, dispatched to the reference or fast schedule."""
+"""Attribution entry points: a fixed rule is one compiled program per batch; converged mode adds one per
+refinement round; each dispatches to the reference or fast schedule."""
 
 from __future__ import annotations
 
@@ -77,9 +78,8 @@ def _fixed_rule(params, batch: AttributionBatch, cfg: ModelConfig, config: Attri
     layers = config.layer_indices(cfg.n_layers)
     scores, error, prob_actual, prob_baseline, _, _ = _first_round(params, batch, cfg, config)
     points = jnp.full(error.shape, config.steps, jnp.int32)
-    flagged = error > config.tolerance if config.tolerance is not None else jnp.zeros(error.shape, bool)
-    return Attributions(scores, error, prob_actual, prob_baseline, batch.answer_mask, points, flagged, layers,
-                        config)
+    return Attributions(scores, error, prob_actual, prob_baseline, batch.answer_mask, points,
+                        jnp.zeros(error.shape, bool), layers, config)
 
 
 _first_round_jit = jax.jit(_first_round, static_argnames=("cfg", "config"))
@@ -115,7 +115,8 @@ def _converged(params, batch: AttributionBatch, cfg: ModelConfig, config: Attrib
     points = jnp.full(error.shape, config.steps, jnp.int32)
     held = np.arange(len(layers))  # which layers `samples` holds, in order
     for n_points in config.refinement_points():
-        open_ = (error > config.tolerance) & batch.answer_mask.any(axis=1)[:, None]  # [B, L]
+        # not "error > tolerance": a NaN error stays open and ends flagged, never passes
+        open_ = ~(error <= config.tolerance) & batch.answer_mask.any(axis=1)[:, None]  # [B, L]
         todo = np.flatnonzero(np.asarray(jnp.any(open_, axis=0)))
         if todo.size == 0:
             break
@@ -132,7 +133,7 @@ def _converged(params, batch: AttributionBatch, cfg: ModelConfig, config: Attrib
         error = error.at[:, slots].set(jnp.where(take, new_error, error[:, clamped]), mode="drop")
         points = points.at[:, slots].set(jnp.where(take, n_points, points[:, clamped]), mode="drop")
         held, samples = clamped, new_samples
-    flagged = error > config.tolerance
+    flagged = ~(error <= config.tolerance)
     return Attributions(scores, error, prob_actual, prob_baseline, batch.answer_mask, points, flagged, layers,
                         config)
 
