@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxkn import edits
+from jaxkn import weight_edits as edits
 from jaxkn import interventions as iv
 from jaxkn.attribution import AttributionConfig, answer_token_ids, attribute_ids
 from jaxkn.knowledge_neurons import KnowledgeNeurons
