@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from jaxkn import edits
 from jaxkn import interventions as iv
+from jaxkn import weight_edits
 from jaxkn.attribution import AttributionConfig, Attributions, answer_token_ids, attribute
 from jaxkn.neurons import (
     coarse_mask,
@@ -240,7 +240,7 @@ class KnowledgeNeurons:
                         ) -> tuple[dict, Callable]:
         """Erases the neurons' value vectors (`jaxkn.weight_edits.erase_neurons`: "zero", or "unk" with
         `unk_token_id`) and measures P(target) before and after; returns ({"before", "after"}, undo)."""
-        new_params = edits.erase_neurons(self.params, neurons, mode=erase_value, unk_token_id=unk_token_id,
+        new_params = weight_edits.erase_neurons(self.params, neurons, mode=erase_value, unk_token_id=unk_token_id,
                                          site=self.attribution_config.site)
         results = self._report(dict(before=self.measure(prompt, target),
                                     after=self.measure(prompt, target, params=new_params)), quiet)
@@ -253,7 +253,7 @@ class KnowledgeNeurons:
         before = self.measure(prompt, target)
         prompt_ids, target_ids = self._ids(prompt, target)
         first = iv.generate_under(self.params, self.cfg, [prompt_ids], 1, self._with_standing(None))
-        new_params = edits.edit_toward_token(self.params, neurons, target_ids[0],
+        new_params = weight_edits.edit_toward_token(self.params, neurons, target_ids[0],
                                              source_id=int(np.asarray(first.tokens)[0, 0]), alpha=alpha,
                                              site=self.attribution_config.site)
         results = self._report(dict(before=before, after=self.measure(prompt, target, params=new_params)), quiet)
