@@ -120,6 +120,9 @@ def recall_numbers(x: Context, score: str, summary: str) -> dict:
                 "null_recalled_share": {n: _share(*recall_flags(t, c, h, col, s.tau, summary))
                                         for n, col in SCORE_NULLS[score].items()},
                 "undefined": int((~defined).sum()),
+                # the wrong-fact sets' own R beside every score (D subtracts it): format neurons show up here
+                "wrong_fact_R": {"single": x.ci(single(t, h, "R") - single(t, h, "D")),
+                                 "two_hop": x.ci(two_hop(t, c, h, "wrong", summary))},
             }
     return out
 

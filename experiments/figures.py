@@ -49,11 +49,15 @@ def levels(n, s, path):
             ax.set_xticks(x, ["single hop"] + [f"two-hop\n{c}" for c in s.cot], fontsize=8)
             ax.axhline(0, c="k", lw=0.8)
             ax.set_title(f"hop {h}, score {score} ({STAT[score]}; CoT: {summary})", fontsize=9)
-            for null in SCORE_NULLS[score]:  # R's nulls: their two-hop levels as markers
-                cells = [rec[f"hop{h}/{c}"]["recall"]["nulls"][null]["effect"] for c in s.cot]
+            markers = {null: [rec[f"hop{h}/{c}"]["recall"]["nulls"][null]["effect"] for c in s.cot]
+                       for null in SCORE_NULLS[score]}  # R's nulls: their two-hop levels
+            if score == "R":  # the wrong-fact sets' R: high when the KNs are format neurons
+                markers["wrong_fact"] = [rec[f"hop{h}/{c}"]["wrong_fact_R"]["two_hop"] for c in s.cot]
+            for (null, cells), (marker, colour) in zip(markers.items(), (("o", "tab:green"), ("x", "tab:red"),
+                                                                         ("s", "tab:orange"))):
                 ax.plot(x[1:], [np.nan if c.get("estimate") is None else c["estimate"] for c in cells],
-                        marker="x" if null == "random" else "o", ls="", label=null)
-            ax.legend(fontsize=7)
+                        marker=marker, c=colour, ls="", label=f"{null} (two-hop)")
+            ax.legend(fontsize=7, loc="lower left")
     _save(fig, path)
 
 

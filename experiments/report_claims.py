@@ -80,8 +80,8 @@ def _recall(n: dict, v: dict, s: dict) -> list[str]:
                       f"**{vv['recall']['verdict']}**.", "",
                       "| hop | CoT | single-hop level | two-hop level | drop | " + "".join(
                           f"drop beyond {NULL_WORDS[x]} | " for x in nulls) + "two-hop beyond null | recalled | " + "".join(
-                          f"{NULL_WORDS[x]} recalled | " for x in nulls) + "undefined |",
-                      "|---|---|---|---|---|" + "---|" * (2 * len(nulls) + 3)]
+                          f"{NULL_WORDS[x]} recalled | " for x in nulls) + "undefined | wrong-fact sets' R (two-hop) |",
+                      "|---|---|---|---|---|" + "---|" * (2 * len(nulls) + 4)]
             for h in HOPS:
                 for c in s["cot"]:
                     cell = rec[f"hop{h}/{c}"]
@@ -92,7 +92,7 @@ def _recall(n: dict, v: dict, s: dict) -> list[str]:
                         + "".join(f"{_fmt(cell['drop']['nulls'][x]['beyond'])} | " for x in nulls)
                         + f"{_fmt(beyond)} | {share(cell['recalled_share'])} | "
                         + "".join(f"{share(cell['null_recalled_share'][x])} | " for x in nulls)
-                        + f"{cell['undefined']} |")
+                        + f"{cell['undefined']} | {_fmt(cell['wrong_fact_R']['two_hop'])} |")
             lines.append("")
     return lines
 
@@ -238,7 +238,7 @@ def _completeness(summary: dict) -> list[str]:
     points = c.get("points_per_layer") or []
     tol = (summary["settings"].get("attribution") or {}).get("tolerance")
     lines = ["## Integrated-gradients completeness per layer", "",
-             f"|sum Attr - (P(a) - P(b))| per layer: largest over facts {c.get('max', 'n/a')}, median "
+             f"Completeness error |sum Attr - (P(a) - P(b))| per layer: largest over facts {c.get('max', 'n/a')}, median "
              f"{c.get('median', 'n/a')}; {c.get('flagged_layers', 'n/a')} layer(s) flagged (above the tolerance "
              f"{tol} within the point budget).", ""]
     if per_layer:

@@ -41,13 +41,15 @@ def make_table(kind: str = "specific", cot=("none", "zero_shot"), seed: int = 0,
         base = 0.75 + fact_effect + noise()
         for c in cot:
             up = {"none": 0.0, "zero_shot": 0.2}.get(c, 0.1)
-            for suffix, shift in (("", up), ("_mean", -up if c != "none" else 0.0)):  # the mean reverses CoT
+            for suffix, shift in (("", up), ("_mean", -up)):  # the mean reverses CoT's effect
                 r = base + shift
                 wrong = 0.4 + noise() if kind == "specific" else r + noise()
                 values = {"R": r, "wrong": wrong, "D": r - wrong, "paper": noise(1.0),
                           "random": 0.25 + noise(0.3), "matched": 0.2 + noise(0.2)}
-                rows |= {f"{c}_h{h}_{k}{suffix}": v for k, v in values.items()}
-        rows |= {f"conflict{h}_R": rows[f"none_h{h}_R"] + 0.1, f"conflict{h}_D": rows[f"none_h{h}_D"] + 0.1,
+                rows |= {f"{c}_h{h}_{k}{suffix}": rows[f"{c}_h{h}_{k}"] if c == "none" and suffix else v
+                         for k, v in values.items()}  # no CoT reads one position: mean = max
+        conflict_d = rows[f"none_h{h}_D"] + (0.1 if kind == "specific" else noise())  # format: the wrong sets rise too
+        rows |= {f"conflict{h}_R": rows[f"none_h{h}_R"] + 0.1, f"conflict{h}_D": conflict_d,
                  f"conflict{h}_matched": rows[f"none_h{h}_matched"] + noise(),
                  f"conflict{h}_follows": rng.choice(["true", "counterfactual", "other"], N_ITEMS),
                  f"conflict{h}_counterfactual": "cf"}
