@@ -153,12 +153,19 @@ def fact_figures(facts_summary: dict, heatmaps: dict, s, folder: Path) -> list[s
         names.append("completeness_per_layer.png")
     for i, (key, spec) in enumerate(heatmaps.items()):
         if not Path(spec["scores_path"]).is_file():
-            continue  # named in the report as missing, not drawn
+            continue  # `heatmap_index` names it in the report as missing
         name = f"heatmap_{i}.png"
         attribution_heatmap(np.load(spec["scores_path"]), title=spec.get("title") or str(key),
                             neurons=[tuple(nn) for nn in spec.get("neurons", [])], path=folder / name)
         names.append(name)
     return names
+
+
+def heatmap_index(heatmaps: dict) -> dict:
+    """fact key -> {"title", "figure"} (figure None where the scores file is missing), for the report's captions."""
+    return {str(key): {"title": spec.get("title") or str(key),
+                       "figure": f"heatmap_{i}.png" if Path(spec["scores_path"]).is_file() else None}
+            for i, (key, spec) in enumerate(heatmaps.items())}
 
 
 def draw_all(numbers, table, settings, facts_summary: dict, heatmaps: dict, folder: Path) -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from jaxkn.experiments.analysis import HEADLINE_NULL, SCORES, SUMMARIES, analyse
-from jaxkn.experiments.figures import draw_all
+from jaxkn.experiments.figures import draw_all, heatmap_index
 from jaxkn.experiments.report_claims import claim_sections
 from jaxkn.experiments.report_format import NULL_WORDS
 from jaxkn.experiments.results import StudySummary, to_json
@@ -185,8 +185,9 @@ def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: d
         skipped={"count": len(skipped), "items": skipped})
     if len(table):
         summary["verdicts"] = verdicts(numbers)
-    summary["figures"] = draw_all(numbers, table, settings, facts_summary, _figure_paths(store, facts_summary),
-                                  root / "figures")
+    heatmaps = _figure_paths(store, facts_summary)
+    summary["attribution"]["heatmaps"] = heatmap_index(heatmaps)
+    summary["figures"] = draw_all(numbers, table, settings, facts_summary, heatmaps, root / "figures")
     record = to_json(StudySummary(**summary))
     store.write("summary.json", record)
     path = root / "report.md"

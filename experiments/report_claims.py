@@ -262,11 +262,15 @@ def _paper_score(n: dict) -> list[str]:
 
 
 def _heatmaps(summary: dict) -> list[str]:
-    figs = [f for f in summary.get("figures", []) if f.startswith("heatmap_")]
-    if not figs:
+    index = summary.get("attribution", {}).get("heatmaps", {})
+    if not index:
         return []
-    return ["## Attribution heatmaps", "", "Layer x neuron attribution of a few facts, their KNs circled.", ""] + [
-        f"![{f}](figures/{f})" for f in figs] + [""]
+    lines = ["## Attribution heatmaps", "", "Layer x neuron attribution of a few facts (max |.| pooled over neuron "
+             "columns), their knowledge neurons circled.", ""]
+    for key, entry in index.items():
+        lines += [f"{entry['title']} (fact {key}):", "", f"![{key}](figures/{entry['figure']})" if entry["figure"]
+                  else "(its attribution scores file is missing: not drawn)", ""]
+    return lines
 
 
 def _figures(summary: dict) -> list[str]:

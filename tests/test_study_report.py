@@ -4,6 +4,7 @@ summary.json / report.md / figures written from the table contract."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -72,6 +73,13 @@ def settings(cot=("none", "zero_shot")) -> StudyConfig:
     return StudyConfig(cot=cot, bootstrap=300)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScoredConfig(StudyConfig):
+    """The settings with the headline score field (`score`), as the study's settings carry it."""
+
+    score: str = "R"
+
+
 def test_format_neurons_look_recalled_on_R_but_not_beyond_the_wrong_fact_null():
     table = make_table("format")
     numbers = analyse(table, settings())
@@ -103,6 +111,16 @@ def test_a_specific_signal_is_reproduced_against_the_wrong_fact_null():
     for claim in v.values():
         assert claim["null"] in ("wrong_fact", "matched_random", "random", "none")
         assert claim["score"] in ("specific", "R")
+
+
+def test_the_headline_follows_the_settings_score_and_names_its_null():
+    s = ScoredConfig(cot=("none", "zero_shot"), bootstrap=300, score="R", cot_summary="mean")
+    v = verdicts(analyse(make_table("format"), s))
+    assert (v["1_recall_drops"]["score"], v["1_recall_drops"]["null"], v["1_recall_drops"]["cot_summary"]) == \
+        ("R", "matched_random", "mean")
+    assert v["1_recall_drops"]["recall"]["verdict"] == "recalled beyond the matched random null"
+    assert v["2_errors_with_recall_failure"]["null"] == "none"  # R's recall flags carry no null
+    assert v["3_cot_raises_recall"]["verdict"] == v["3_cot_raises_recall"]["by_score"]["R"]["mean"]["verdict"]
 
 
 def test_shares_count_errors_with_wilson_intervals_and_say_too_few():
@@ -192,7 +210,7 @@ def test_write_report_writes_summary_keys_report_sections_and_figures(tmp_path):
         assert section in report, section
     for score_line in ("specific score D", "relative score R"):
         assert report.count(f"### {score_line}") >= 6  # claims 1-3 under both summaries
-    assert "| (0, 3) | 0 | 9 |" in report and "negative for" in report
+    assert "| (0, 3) | 0 | 9 |" in report and "negative for" in report and "F0: a -> b (fact F0)" in report
     for name in ("levels.png", "tau_curve.png", "interventions.png", "shared_neurons.png", "kn_counts_per_layer.png",
                  "completeness_per_layer.png", "heatmap_0.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 0, name
