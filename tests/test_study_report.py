@@ -216,15 +216,26 @@ def test_write_report_writes_summary_keys_report_sections_and_figures(tmp_path):
         assert (tmp_path / "figures" / name).stat().st_size > 0, name
     assert len(pd.read_parquet(tmp_path / "items.parquet")) == N_ITEMS
     assert pd.read_parquet(tmp_path / "facts.parquet")["neurons"].map(len).tolist() == [2, 1]
+    # every number is recomputable from items.parquet alone
+    again = analyse(pd.read_parquet(tmp_path / "items.parquet"), settings())
+    assert json.loads(json.dumps(again)) == summary["numbers"]
 
 
 def test_the_report_runs_with_other_relations_and_no_cot(tmp_path):
     table = make_table("specific", cot=("none",), relations=("capital", "continent"))
+    hop1 = [c for c in table.columns if c.endswith("1") and c.startswith("single_") or "_h1_" in c or
+            c.startswith(("conflict1_R", "conflict1_D", "conflict1_matched", "hop1_"))]
+    table.loc[:2, hop1] = np.nan  # three items whose hop-1 KN set is empty: skipped and counted
+    table.loc[:2, "kn1"] = 0
+    table.loc[:, [c for c in table.columns if "_shared_" in c]] = np.nan  # no shared neuron in any set
     report = _write(tmp_path, table, settings(cot=("none",))).read_text()
+    assert "Empty KN sets: hop 1 3, hop 2 0" in report
     assert "no CoT setting besides none" in report and "## Claim 5" in report
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["verdicts"]["3_cot_raises_recall"]["verdict"].startswith("not measured")
     assert summary["verdicts"]["1_recall_drops"]["verdict"] == "reproduced"
+    assert summary["controls"] == ["wrong_fact", "matched_random", "random"]
+    assert summary["numbers"]["scores"]["R"]["max"]["recall"]["hop1/none"]["drop"]["effect"]["n"] == N_ITEMS - 3
 
 
 def test_an_empty_table_says_so_plainly(tmp_path):
