@@ -120,7 +120,9 @@ def _claim_verdicts(n: dict, score: str, summary: str) -> dict:
 
 def verdicts(numbers: dict) -> dict:
     """Per claim: the headline verdict with "verdict", "null", "score", "cot_summary", and "by_score" (every
-    score x CoT summary). Rules in the module docstring."""
+    score x CoT summary). Rules in the module docstring. No items: no verdicts ({})."""
+    if not numbers.get("n_items"):
+        return {}
     every = {score: {summary: _claim_verdicts(numbers, score, summary) for summary in SUMMARIES} for score in SCORES}
     score, summary = numbers["headline"]["score"], numbers["headline"]["cot_summary"]
     return {claim: {**every[score][summary][claim], "score": score, "cot_summary": summary,

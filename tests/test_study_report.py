@@ -243,3 +243,4 @@ def test_an_empty_table_says_so_plainly(tmp_path):
     report = _write(tmp_path, table, settings()).read_text()
     assert "nothing to report" in report
     assert json.loads((tmp_path / "summary.json").read_text())["numbers"] == {"n_items": 0}
+    assert verdicts(analyse(table, settings())) == {}
