@@ -178,10 +178,15 @@ class StudySummary:
       settings: `StudyConfig.to_dict()`; model_id: the model and its config digest; regenerate: the command.
       dataset: path and item count; filter: screened / kept / studied and counts per relation pair.
       skipped: items the study could not measure, with their case_id and reason.
-      facts: fact-level statistics (unique facts, empty sets, IG completeness).
+      facts: fact-level counts (unique facts, empty KN sets).
+      attribution: "completeness" ({"max", "median", "flagged_layers", "points_per_layer"}) and
+        "completeness_per_layer_max" (IG completeness error per layer, largest over facts).
+      neurons: "shared" ([{"neuron": [layer, index], "facts": n}, ...]), "shared_rule", "kn_counts_per_layer".
+      controls: the nulls measured ("wrong_fact", "matched_random", "random", "shared").
       conventions: what the scores, the conflict statement and the interventions mean.
       timings_s: stage wall times summed over every session on the folder.
-      numbers: every number of `experiments.analysis.analyse`; verdicts: one per claim; figures: PNG paths.
+      numbers: every number of `experiments.analysis.analyse`; verdicts: one per claim (each naming its null and
+        score); figures: PNG paths.
     """
 
     settings: dict[str, Any]
@@ -193,6 +198,9 @@ class StudySummary:
     conventions: dict[str, str]
     timings_s: dict[str, float]
     numbers: dict[str, Any]
+    attribution: dict[str, Any] = dataclasses.field(default_factory=dict)
+    neurons: dict[str, Any] = dataclasses.field(default_factory=dict)
+    controls: list[str] = dataclasses.field(default_factory=list)
     verdicts: dict[str, Any] = dataclasses.field(default_factory=dict)
     figures: list[str] = dataclasses.field(default_factory=list)
     skipped: dict[str, Any] = dataclasses.field(default_factory=dict)
