@@ -145,7 +145,7 @@ def test_erase_and_edit_are_pure_and_match_jaxkn_edits(kn):
         kn.erase_knowledge(PROMPTS[1], "e", neurons, erase_value="mean")
 
 
-def test_old_import_path_still_resolves():
-    from jaxkn.neurons import KnowledgeNeurons as Old
+def test_knowledge_neurons_is_exported_from_the_package():
+    import jaxkn
 
-    assert Old is KnowledgeNeurons
+    assert jaxkn.KnowledgeNeurons is KnowledgeNeurons
