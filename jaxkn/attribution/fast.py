@@ -108,6 +108,12 @@ def _row_layout(starts: tuple[int, ...], n_answers: int, n_points: int):
     return s.ravel(), a.ravel(), k.ravel()
 
 
+def _not_indexed_weights(prim, *_, **__) -> bool:
+    """Checkpoint policy: save every intermediate except slices and reshapes (recomputed from the stacked
+    weights and the saved values at no arithmetic cost)."""
+    return prim.name not in ("dynamic_slice", "squeeze", "reshape")
+
+
 def _run_span(params, batch: AttributionBatch, cfg: ModelConfig, site: str, keys, values, state, lo: int, hi: int):
     """Runs the rows of `state` through layers lo..hi-1 against the cached keys/values; returns their residual.
 
@@ -124,19 +130,24 @@ def _run_span(params, batch: AttributionBatch, cfg: ModelConfig, site: str, keys
     cache_mask = attention_mask(cfg, rope_position, kv_positions, batch.valid) & earlier
     edit_scale = t[:, :, None]
 
-    def body(x, layer_inputs):
-        lp, k_cache, v_cache, index = layer_inputs
+    def body(x, layer):
+        # One layer's weights (and cached keys/values), indexed inside the loop from the whole stack: scanning
+        # over `w[lo:hi]` would copy each group's weights, a second copy of the model across the groups.
+        lp, k_cache, v_cache = jax.tree_util.tree_map(lambda w: jax.lax.dynamic_index_in_dim(w, layer, 0, False),
+                                                      (params["layers"], keys, values))
         h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
         q, k, v = project_qkv(cfg, lp, h, cos, sin)
         x = x + attend_rows(cfg, q, k, v, k_cache, v_cache, cache_mask) @ lp["wo"]
         h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
-        where = (start == index).astype(x.dtype)[None, :, None]
+        where = (start == layer).astype(x.dtype)[None, :, None]
         edit = SiteEdit(scale=edit_scale, shift=shift, where=where, site=site)
         out, _ = mlp(cfg, lp, h, (edit,))
         return x + out, None
 
-    span = jax.tree_util.tree_map(lambda w: w[lo:hi], params["layers"])
-    x, _ = jax.lax.scan(body, x, (span, keys[lo:hi], values[lo:hi], jnp.arange(lo, hi)))
+    # ... and not saved for the backward pass either (it indexes them again): saved, the indexed weights would
+    # be stacked over the layers, the same second copy.
+    body = jax.checkpoint(body, prevent_cse=False, policy=_not_indexed_weights)
+    x, _ = jax.lax.scan(body, x, jnp.arange(lo, hi))
     return x
 
 
