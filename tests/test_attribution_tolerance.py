@@ -86,6 +86,18 @@ def test_tolerance_mode_meets_tolerance_where_needed_and_equals_reference(sharp)
     assert summary["points_per_layer"] == np.asarray(fast.points_per_layer).max(0).tolist()
 
 
+def test_converged_result_does_not_depend_on_batch(sharp):
+    """A prompt alone and inside a batch whose other rows need more rounds: same points, same scores (AMIG)."""
+    cfg, params = sharp
+    kw = dict(tolerance=1e-5, baseline="amig")
+    alone = attribute_ids(params, cfg, [PROMPTS[2]], [ANSWERS[2]], AttributionConfig(steps=4, **kw))
+    batch = run(params, cfg, **kw)  # layer 0 is redone for rows 0 and 1; row 2 keeps its first-round result
+    assert np.asarray(batch.points_per_layer).max() > np.asarray(alone.points_per_layer).max()
+    np.testing.assert_array_equal(alone.points_per_layer[0], batch.points_per_layer[2])
+    assert_batch_close(alone.scores, batch.scores[2:], 1e-5)
+    assert np.asarray(batch.completeness_error).max() <= 1e-5
+
+
 def test_too_small_budget_flags_layers(sharp):
     """A budget that cannot meet the tolerance reports the layer as flagged, with the points it spent."""
     cfg, params = sharp
