@@ -98,6 +98,22 @@ def test_converged_result_does_not_depend_on_batch(sharp):
     assert np.asarray(batch.completeness_error).max() <= 1e-5
 
 
+def test_padded_refinement_slots_change_nothing(sharp, monkeypatch):
+    """Open layers are padded to a bucketed count; padding slots recompute a layer and are never written."""
+    import jaxkn.attribution.api as api
+
+    cfg, params = sharp
+    plain = run(params, cfg, tolerance=1e-5)  # only layer 0 is open: one slot per round
+    monkeypatch.setattr(api, "_bucket", lambda n, most: most)  # every round runs all 3 slots, 2 of them padding
+    sizes, refine = [], api._refine_round
+    monkeypatch.setattr(api, "_refine_round", lambda *a: sizes.append(len(a[5])) or refine(*a))
+    padded = run(params, cfg, tolerance=1e-5)
+    assert sizes and set(sizes) == {3}
+    np.testing.assert_array_equal(padded.points_per_layer, plain.points_per_layer)
+    np.testing.assert_array_equal(padded.completeness_error[:, 1:], plain.completeness_error[:, 1:])
+    assert_batch_close(plain.scores, padded.scores, 1e-5)
+
+
 def test_too_small_budget_flags_layers(sharp):
     """A budget that cannot meet the tolerance reports the layer as flagged, with the points it spent."""
     cfg, params = sharp
