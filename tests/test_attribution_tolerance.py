@@ -86,6 +86,34 @@ def test_tolerance_mode_meets_tolerance_where_needed_and_equals_reference(sharp)
     assert summary["points_per_layer"] == np.asarray(fast.points_per_layer).max(0).tolist()
 
 
+def test_converged_result_does_not_depend_on_batch(sharp):
+    """A prompt alone and inside a batch whose other rows need more rounds: same points, same scores (AMIG)."""
+    cfg, params = sharp
+    kw = dict(tolerance=1e-5, baseline="amig")
+    alone = attribute_ids(params, cfg, [PROMPTS[2]], [ANSWERS[2]], AttributionConfig(steps=4, **kw))
+    batch = run(params, cfg, **kw)  # layer 0 is redone for rows 0 and 1; row 2 keeps its first-round result
+    assert np.asarray(batch.points_per_layer).max() > np.asarray(alone.points_per_layer).max()
+    np.testing.assert_array_equal(alone.points_per_layer[0], batch.points_per_layer[2])
+    assert_batch_close(alone.scores, batch.scores[2:], 1e-5)
+    assert np.asarray(batch.completeness_error).max() <= 1e-5
+
+
+def test_padded_refinement_slots_change_nothing(sharp, monkeypatch):
+    """Open layers are padded to a bucketed count; padding slots recompute a layer and are never written."""
+    import jaxkn.attribution.api as api
+
+    cfg, params = sharp
+    plain = run(params, cfg, tolerance=1e-5)  # only layer 0 is open: one slot per round
+    monkeypatch.setattr(api, "_bucket", lambda n, most: most)  # every round runs all 3 slots, 2 of them padding
+    sizes, refine = [], api._refine_round
+    monkeypatch.setattr(api, "_refine_round", lambda *a: sizes.append(len(a[5])) or refine(*a))
+    padded = run(params, cfg, tolerance=1e-5)
+    assert sizes and set(sizes) == {3}
+    np.testing.assert_array_equal(padded.points_per_layer, plain.points_per_layer)
+    np.testing.assert_array_equal(padded.completeness_error[:, 1:], plain.completeness_error[:, 1:])
+    assert_batch_close(plain.scores, padded.scores, 1e-5)
+
+
 def test_too_small_budget_flags_layers(sharp):
     """A budget that cannot meet the tolerance reports the layer as flagged, with the points it spent."""
     cfg, params = sharp

@@ -109,7 +109,8 @@ def _bucket(n: int, most: int) -> int:
 def _converged(params, batch: AttributionBatch, cfg: ModelConfig, config: AttributionConfig) -> Attributions:
     """Converged mode (METHOD.md §3): the fixed rule everywhere, then rounds that redo, with twice the points,
     the layers where some prompt is still above the tolerance. A (prompt, layer) keeps the first round's
-    result that meets the tolerance (so a prompt's result never depends on the rest of its batch)."""
+    result that meets the tolerance (so, up to float rounding, a prompt's result does not depend on the rest
+    of its batch)."""
     layers = config.layer_indices(cfg.n_layers)
     scores, error, prob_actual, prob_baseline, baseline, samples = _first_round_jit(params, batch, cfg, config)
     points = jnp.full(error.shape, config.steps, jnp.int32)
@@ -121,18 +122,19 @@ def _converged(params, batch: AttributionBatch, cfg: ModelConfig, config: Attrib
         if todo.size == 0:
             break
         size = _bucket(todo.size, len(layers))
-        pad = np.full(size - todo.size, len(layers))  # out of range: computed on a clamped copy, never written
-        slots = np.concatenate([todo, pad])
-        clamped = np.minimum(slots, len(layers) - 1)
-        in_held = np.searchsorted(held, clamped)  # held is sorted and holds every open layer
+        # padding slots recompute the first open layer and are never written back (index len(layers) drops)
+        slots = np.concatenate([todo, np.full(size - todo.size, len(layers))])
+        compute = np.concatenate([todo, np.full(size - todo.size, todo[0])])
+        first_at = {int(s): i for i, s in reversed(list(enumerate(held)))}  # held holds every open layer
+        in_held = np.asarray([first_at[int(s)] for s in compute])
         new_scores, new_error, new_samples = _refine_round(
-            params, batch, cfg, config, n_points, jnp.asarray(np.asarray(layers)[clamped]),
-            baseline[clamped], tuple(s[in_held] for s in samples), prob_baseline[:, clamped])
-        take = open_[:, clamped] & jnp.asarray(slots < len(layers))[None]  # [B, n]
-        scores = scores.at[:, slots].set(jnp.where(take[..., None], new_scores, scores[:, clamped]), mode="drop")
-        error = error.at[:, slots].set(jnp.where(take, new_error, error[:, clamped]), mode="drop")
-        points = points.at[:, slots].set(jnp.where(take, n_points, points[:, clamped]), mode="drop")
-        held, samples = clamped, new_samples
+            params, batch, cfg, config, n_points, jnp.asarray(np.asarray(layers)[compute]),
+            baseline[compute], tuple(s[in_held] for s in samples), prob_baseline[:, compute])
+        take = open_[:, compute] & jnp.asarray(slots < len(layers))[None]  # [B, n]
+        scores = scores.at[:, slots].set(jnp.where(take[..., None], new_scores, scores[:, compute]), mode="drop")
+        error = error.at[:, slots].set(jnp.where(take, new_error, error[:, compute]), mode="drop")
+        points = points.at[:, slots].set(jnp.where(take, n_points, points[:, compute]), mode="drop")
+        held, samples = compute, new_samples
     flagged = ~(error <= config.tolerance)
     return Attributions(scores, error, prob_actual, prob_baseline, batch.answer_mask, points, flagged, layers,
                         config)

@@ -16,10 +16,10 @@ from jaxtyping import Array, Float
 
 from jaxkn.config import ModelConfig
 
-# Bytes of per-point row state allowed at once when `point_chunk` is None: far below any accelerator's memory
-# with the weights resident, and large enough that the default fixed rules (21 points) stay one chunk on the
-# tiny and SmolLM2-sized batches the tests and the study run.
-AUTO_CHUNK_BYTES = 4 * 2**30
+# Bytes of estimated row state allowed at once when `point_chunk` is None. Chosen with
+# benchmarks/bench_memory.py: at this budget a whole-model, all-layer converged attribution of one prompt at
+# LLaMA-2-7B / LLaMA-3-8B shapes stays under 24 GB with bf16 weights (compiled memory analysis, upper bound).
+AUTO_CHUNK_BYTES = 2 * 2**30
 
 
 def row_bytes(cfg: ModelConfig, itemsize: int) -> int:

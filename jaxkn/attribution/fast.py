@@ -112,6 +112,12 @@ def _row_layout(starts: tuple[int, ...], n_answers: int, n_points: int):
     return s.ravel(), a.ravel(), k.ravel()
 
 
+def _not_indexed_weights(prim, *_, **__) -> bool:
+    """Checkpoint policy: save every intermediate except slices and reshapes (recomputed from the stacked
+    weights and the saved values at no arithmetic cost)."""
+    return prim.name not in ("dynamic_slice", "squeeze", "reshape")
+
+
 def _run_span(params, batch: AttributionBatch, cfg: ModelConfig, site: str, keys, values, state, lo: int, hi: int):
     """Runs the rows of `state` through layers lo..hi-1 against the cached keys/values; returns their residual.
 
@@ -128,18 +134,23 @@ def _run_span(params, batch: AttributionBatch, cfg: ModelConfig, site: str, keys
     cache_mask = attention_mask(cfg, rope_position, kv_positions, batch.valid) & earlier
     edit_scale = t[:, :, None]
 
-    def body(x, layer_inputs):
-        lp, k_cache, v_cache, index = layer_inputs
-        cos_l, sin_l, mask_l = layer_view(cfg, index, cos, sin, cache_mask)  # the layer's kind (Gemma)
+    def body(x, layer):
+        # One layer's weights (and cached keys/values), indexed inside the loop from the whole stack: scanning
+        # over `w[lo:hi]` would copy each group's weights, a second copy of the model across the groups.
+        lp, k_cache, v_cache = jax.tree_util.tree_map(lambda w: jax.lax.dynamic_index_in_dim(w, layer, 0, False),
+                                                      (params["layers"], keys, values))
+        cos_l, sin_l, mask_l = layer_view(cfg, layer, cos, sin, cache_mask)  # the layer's kind (Gemma)
         q, k, v = project_qkv(cfg, lp, norm(cfg, x, lp["attn_norm"]), cos_l, sin_l)
         x = attention_residual(cfg, lp, x, attend_rows(cfg, q, k, v, k_cache, v_cache, mask_l))
-        where = (start == index).astype(x.dtype)[None, :, None]
+        where = (start == layer).astype(x.dtype)[None, :, None]
         edit = SiteEdit(scale=edit_scale, shift=shift, where=where, site=site)
         x, _ = mlp_residual(cfg, lp, x, (edit,))
         return x, None
 
-    span = jax.tree_util.tree_map(lambda w: w[lo:hi], params["layers"])
-    x, _ = jax.lax.scan(body, x, (span, keys[lo:hi], values[lo:hi], jnp.arange(lo, hi)))
+    # ... and not saved for the backward pass either (it indexes them again): saved, the indexed weights would
+    # be stacked over the layers, the same second copy.
+    body = jax.checkpoint(body, prevent_cse=False, policy=_not_indexed_weights)
+    x, _ = jax.lax.scan(body, x, jnp.arange(lo, hi))
     return x
 
 
