@@ -1,0 +1,177 @@
+"""The study's own command on a Qwen3 named by its Hub id ("org/tiny-qwen3"), read offline from the HF cache.
+
+The model is a tiny random transformers Qwen3 (float32, per-head q/k norm, tied embeddings) saved in the cache's
+own layout (refs/main -> snapshots/<commit>/, files as symlinks into blobs/) with a small byte-level BPE
+tokenizer trained on the study's prompts, so the run needs neither SmolLM2 nor the network. Its dataset is
+built-in items whose hop answers are replaced by what the model itself answers (a random model knows nothing
+else), so every stage of the study runs. A tiny Gemma 2 is loaded from the same cache through
+`jaxkn.load_model` and compared with transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # Qwen's: <|endoftext|> ends a text
+FAST = ["--queries-per-hop", "2", "--steps", "2", "--cot-tokens", "8", "--answer-tokens", "5", "--bootstrap", "50",
+        "--batch-size", "2"]
+SIZE = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=8, max_position_embeddings=1024,
+            # At transformers' default 0.02 a random tied model only repeats the prompt's last token (":"), so it
+            # "knows" no answer at all; at 0.3 the layers matter and its answers are words that differ by prompt.
+            initializer_range=0.3)
+
+
+def _corpus(n_items: int = 40) -> list[str]:
+    """Every prompt text the study writes for the first `n_items` built-in items (exemplars included)."""
+    from jaxkn.data import builtin_items, format_prompt
+    from jaxkn.data.prompts import COT_STYLES
+
+    texts = []
+    for item in builtin_items()[:n_items]:
+        for q in (*item.fact1_query, *item.fact2_query, item.two_hop):
+            texts += [format_prompt(q, style) for style in COT_STYLES.values()]
+        texts += [item.fact1_ans, item.fact2_ans, item.answer]
+    return texts
+
+
+def _small_tokenizer(vocab_size: int = 512):
+    """A jaxkn Tokenizer: byte-level BPE (any text encodes, "\\n" is one token) trained on the study's prompts."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from jaxkn.tokenizer import Tokenizer
+
+    backend = tokenizers.Tokenizer(models.BPE(fuse_unk=False))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(_corpus(), trainer=trainer)
+    return Tokenizer(backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def _save_in_cache(cache: Path, repo_id: str, hf_model, tokenizer) -> Path:
+    """Writes `hf_model` + `tokenizer` as huggingface_hub stores a download; returns the snapshot folder."""
+    repo = cache / "--".join(["models", *repo_id.split("/")])
+    snapshot = repo / "snapshots" / COMMIT
+    hf_model.save_pretrained(snapshot)
+    tokenizer.save(snapshot)
+    (repo / "blobs").mkdir()
+    for f in sorted(snapshot.iterdir()):
+        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        f.rename(blob)
+        f.symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    return snapshot
+
+
+def _tiny(family: str, vocab_size: int, eos_id: int, **extra):
+    import torch
+    import transformers
+
+    config_cls, model_cls = {"qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+                             "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM)}[family]
+    config = config_cls(vocab_size=vocab_size, eos_token_id=eos_id, bos_token_id=eos_id, pad_token_id=eos_id,
+                        **SIZE, **extra)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    return model_cls(config).eval()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """(cache, tokenizer, {repo_id: hf_model}): a tiny Qwen3 and a tiny Gemma 2 in a tmp HF cache."""
+    cache = tmp_path_factory.mktemp("hub")
+    tokenizer = _small_tokenizer()
+    models = {"org/tiny-qwen3": _tiny("qwen3", tokenizer.vocab_size, tokenizer.eos_id, tie_word_embeddings=True),
+              "org/tiny-gemma2": _tiny("gemma2", tokenizer.vocab_size, tokenizer.eos_id, sliding_window=4)}
+    for repo_id, model in models.items():
+        _save_in_cache(cache, repo_id, model, tokenizer)
+    return cache, tokenizer, models
+
+
+@pytest.fixture
+def offline(hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub[0]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return hub
+
+
+def _dataset_the_model_knows(repo_id: str, out: Path) -> Path:
+    """Built-in items whose hop answers are what the model itself answers to each hop's first query."""
+    import jaxkn
+    from jaxkn.data import builtin_items, format_prompt, normalize, save_items
+    from jaxkn.generate import text_generator
+
+    cfg, params, tokenizer = jaxkn.load_model(repo_id)
+    generate = text_generator(cfg, params, tokenizer, max_new_tokens=3, batch_size=4)
+    items = []
+    for item in builtin_items()[:12]:
+        said = generate([format_prompt(item.fact1_query[0]), format_prompt(item.fact2_query[0])])
+        if all(normalize(a) for a in said):
+            items.append(dataclasses.replace(item, fact1_ans=said[0].strip(), fact2_ans=said[1].strip(),
+                                             fact1_ans_alias=(), fact2_ans_alias=(), two_hop_ans_alias=()))
+    assert len(items) >= 2, "the tiny Qwen3 gave fewer than 2 usable answers"
+    return save_items(items[:4], out / "known.json")
+
+
+def test_tokenizer_gives_the_study_what_it_needs(hub):
+    _, tokenizer, _ = hub
+    text = "Q: In which country is Dubai?\nA: Let's think step by step. Brasília"
+    assert tokenizer.decode(tokenizer.encode(text)) == text  # byte-level: nothing is lost, accents included
+    assert len(tokenizer.encode("\n")) == 1 and tokenizer.eos_id == 0
+    assert len(tokenizer.encode(text)) < len(text.encode()) / 2  # trained merges keep prompts short
+
+
+def test_study_runs_end_to_end_on_a_qwen3_named_by_its_hub_id(offline, tmp_path):
+    from jaxkn.experiments import two_hop
+
+    cache, _, _ = offline
+    data = _dataset_the_model_knows("org/tiny-qwen3", tmp_path)
+    out = tmp_path / "run"
+    argv = ["--model", "org/tiny-qwen3", "--dataset", str(data), "--limit", "2", "--out", str(out), *FAST]
+    assert two_hop.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    snapshot = (cache / "models--org--tiny-qwen3" / "snapshots" / COMMIT).resolve()
+    assert summary["model_id"].startswith(f"{snapshot} [")  # the commit the hub name resolved to
+    assert summary["settings"]["model"] == "org/tiny-qwen3"
+    items = sorted(p.stem for p in (out / "items").glob("*.json"))
+    assert summary["filter"]["studied"] == len(items) == 2
+    report = (out / "report.md").read_text()
+    assert str(snapshot) in report
+    for claim in range(1, 6):
+        assert f"## Claim {claim}" in report
+    for name in items:  # knowledge neurons, single-hop levels and every CoT setting's reads, for both hops
+        record = json.loads((out / "items" / f"{name}.json").read_text())
+        assert str(record["case_id"]) == name and "both/suppress" in record["interventions"]
+        for hop in ("hop1", "hop2"):
+            assert record["kn_sizes"][hop] > 0 and np.isfinite(record["single"][hop]["R"])
+            assert all(np.isfinite(record["cot"][c]["reads"][hop]["R"]) for c in ("none", "zero_shot", "few_shot"))
+
+
+def test_gemma2_from_the_cache_matches_transformers(offline):
+    import torch
+
+    import jaxkn
+    from jaxkn.model import forward
+
+    _, tokenizer, models = offline
+    cfg, params, loaded_tokenizer = jaxkn.load_model("org/tiny-gemma2")
+    assert cfg.layer_types == ("sliding_attention", "full_attention") and cfg.sliding_window == 4
+    assert loaded_tokenizer.encode("Q: Dubai?\n") == tokenizer.encode("Q: Dubai?\n")
+    tokens = np.asarray([tokenizer.encode("Q: In which country is the city of Toronto?\nA:")])
+    got = np.asarray(forward(params, tokens, cfg).logits, np.float64)
+    with torch.no_grad():
+        want = models["org/tiny-gemma2"](torch.tensor(tokens)).logits.numpy()
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert tokens.shape[1] > cfg.sliding_window and err < 1e-4, f"relative error {err:.2e}"
