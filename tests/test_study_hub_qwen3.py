@@ -4,8 +4,8 @@ The model is a tiny random transformers Qwen3 (float32, per-head q/k norm, tied 
 own layout (refs/main -> snapshots/<commit>/, files as symlinks into blobs/) with a small byte-level BPE
 tokenizer trained on the study's prompts, so the run needs neither SmolLM2 nor the network. Its dataset is
 built-in items whose hop answers are replaced by what the model itself answers (a random model knows nothing
-else), so every stage of the study runs. A tiny Gemma 2 is loaded from the same cache through
-`jaxkn.load_model` and compared with transformers.
+else), so every stage of the study runs. The Qwen3 (saved in shards) and a tiny Gemma 2 (window 4 on alternate
+layers) are loaded from the same cache through `jaxkn.load_model` and compared with transformers.
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ def _small_tokenizer(vocab_size: int = 512):
     return Tokenizer(backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
-def _save_in_cache(cache: Path, repo_id: str, hf_model, tokenizer) -> Path:
+def _save_in_cache(cache: Path, repo_id: str, hf_model, tokenizer, **save) -> Path:
     """Writes `hf_model` + `tokenizer` as huggingface_hub stores a download; returns the snapshot folder."""
     repo = cache / "--".join(["models", *repo_id.split("/")])
     snapshot = repo / "snapshots" / COMMIT
-    hf_model.save_pretrained(snapshot)
+    hf_model.save_pretrained(snapshot, **save)
     tokenizer.save(snapshot)
     (repo / "blobs").mkdir()
     for f in sorted(snapshot.iterdir()):
@@ -95,8 +95,9 @@ def hub(tmp_path_factory):
     tokenizer = _small_tokenizer()
     models = {"org/tiny-qwen3": _tiny("qwen3", tokenizer.vocab_size, tokenizer.eos_id, tie_word_embeddings=True),
               "org/tiny-gemma2": _tiny("gemma2", tokenizer.vocab_size, tokenizer.eos_id, sliding_window=4)}
-    for repo_id, model in models.items():
-        _save_in_cache(cache, repo_id, model, tokenizer)
+    # The Qwen3 in shards with an index, as larger Hub checkpoints come; the Gemma 2 in one model.safetensors.
+    _save_in_cache(cache, "org/tiny-qwen3", models["org/tiny-qwen3"], tokenizer, max_shard_size="50KB")
+    _save_in_cache(cache, "org/tiny-gemma2", models["org/tiny-gemma2"], tokenizer)
     return cache, tokenizer, models
 
 
@@ -143,6 +144,7 @@ def test_study_runs_end_to_end_on_a_qwen3_named_by_its_hub_id(offline, tmp_path)
     assert two_hop.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     snapshot = (cache / "models--org--tiny-qwen3" / "snapshots" / COMMIT).resolve()
+    assert len(list(snapshot.glob("model-*-of-*.safetensors"))) > 1
     assert summary["model_id"].startswith(f"{snapshot} [")  # the commit the hub name resolved to
     assert summary["settings"]["model"] == "org/tiny-qwen3"
     items = sorted(p.stem for p in (out / "items").glob("*.json"))
@@ -159,19 +161,25 @@ def test_study_runs_end_to_end_on_a_qwen3_named_by_its_hub_id(offline, tmp_path)
             assert all(np.isfinite(record["cot"][c]["reads"][hop]["R"]) for c in ("none", "zero_shot", "few_shot"))
 
 
-def test_gemma2_from_the_cache_matches_transformers(offline):
+@pytest.mark.parametrize("repo_id", ["org/tiny-qwen3", "org/tiny-gemma2"])
+def test_model_by_hub_name_matches_transformers(offline, repo_id):
     import torch
 
     import jaxkn
     from jaxkn.model import forward
 
     _, tokenizer, models = offline
-    cfg, params, loaded_tokenizer = jaxkn.load_model("org/tiny-gemma2")
-    assert cfg.layer_types == ("sliding_attention", "full_attention") and cfg.sliding_window == 4
-    assert loaded_tokenizer.encode("Q: Dubai?\n") == tokenizer.encode("Q: Dubai?\n")
-    tokens = np.asarray([tokenizer.encode("Q: In which country is the city of Toronto?\nA:")])
+    cfg, params, loaded_tokenizer = jaxkn.load_model(repo_id)
+    assert cfg.param_dtype == "float32" and cfg.vocab_size == tokenizer.vocab_size
+    if repo_id == "org/tiny-qwen3":
+        assert cfg.qk_norm and cfg.tie_embeddings
+    else:  # Gemma 2 alternates windowed and global layers, the window shorter than the prompt below
+        assert cfg.layer_types == ("sliding_attention", "full_attention") and cfg.sliding_window == 4
+    text = "Q: In which country is the city of Toronto?\nA:"
+    assert loaded_tokenizer.encode(text) == tokenizer.encode(text)
+    tokens = np.asarray([tokenizer.encode(text)])
     got = np.asarray(forward(params, tokens, cfg).logits, np.float64)
     with torch.no_grad():
-        want = models["org/tiny-gemma2"](torch.tensor(tokens)).logits.numpy()
+        want = models[repo_id](torch.tensor(tokens)).logits.numpy()
     err = np.abs(got - want).max() / np.abs(want).max()
-    assert tokens.shape[1] > cfg.sliding_window and err < 1e-4, f"relative error {err:.2e}"
+    assert tokens.shape[1] > 4 and err < 1e-4, f"relative error {err:.2e}"
