@@ -183,3 +183,28 @@ def test_model_by_hub_name_matches_transformers(offline, repo_id):
         want = models[repo_id](torch.tensor(tokens)).logits.numpy()
     err = np.abs(got - want).max() / np.abs(want).max()
     assert tokens.shape[1] > 4 and err < 1e-4, f"relative error {err:.2e}"
+
+
+def test_study_on_a_name_missing_from_the_cache_says_how_to_get_it(offline, tmp_path, capsys):
+    from jaxkn.experiments import two_hop
+
+    out = tmp_path / "run"
+    assert two_hop.main(["--model", "Qwen/Qwen3-absent", "--out", str(out), "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "huggingface-cli download Qwen/Qwen3-absent" in err and str(offline[0]) in err
+    assert "Traceback" not in err and not out.exists()  # refused before the results folder is claimed
+
+
+def test_study_on_an_unsupported_family_names_it(tmp_path, monkeypatch, capsys):
+    from jaxkn.experiments import two_hop
+
+    repo = tmp_path / "hub" / "models--org--tiny-gpt2"
+    (repo / "snapshots" / COMMIT).mkdir(parents=True)
+    (repo / "snapshots" / COMMIT / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert two_hop.main(["--model", "org/tiny-gpt2", "--out", str(tmp_path / "run"), "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "model_type='gpt2'" in err and "qwen3" in err and "Traceback" not in err
