@@ -26,7 +26,7 @@ FAST = ["--queries-per-hop", "2", "--steps", "2", "--cot-tokens", "8", "--answer
 SIZE = dict(hidden_size=32, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=8, max_position_embeddings=1024,
             # At transformers' default 0.02 a random tied model only repeats the prompt's last token (":"), so it
-            # "knows" no answer at all; at 0.3 the layers matter and its answers are words that differ by prompt.
+            # "knows" no answer at all; at 0.3 the layers matter and its answers differ from prompt to prompt.
             initializer_range=0.3)
 
 
