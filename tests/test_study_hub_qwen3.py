@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -153,6 +154,20 @@ def test_study_runs_end_to_end_on_a_qwen3_named_by_its_hub_id(offline, tmp_path)
     assert str(snapshot) in report
     for claim in range(1, 6):
         assert f"## Claim {claim}" in report
+    # The tables: items.parquet is items.csv with its types kept; facts.parquet holds every fact the items use,
+    # its KN set a subset of the refined neurons, within the model's layers and width.
+    table, csv = pd.read_parquet(out / "items.parquet"), pd.read_csv(out / "items.csv")
+    assert list(table.columns) == list(csv.columns) and sorted(map(str, table["case_id"])) == items
+    numeric = table.select_dtypes("number").columns
+    assert len(numeric) > 100 and table["case_id"].dtype.kind == "i" and table["none_correct"].dtype == bool
+    np.testing.assert_allclose(csv[numeric].to_numpy(float), table[numeric].to_numpy(float), rtol=1e-12)
+    facts = pd.read_parquet(out / "facts.parquet")
+    assert set(table["fact1"]) | set(table["fact2"]) <= set(facts["fact"])
+    assert any(len(kn) for kn in facts["neurons"])
+    for kn, refined in zip(facts["neurons"], facts["refined"]):
+        kn, refined = {tuple(map(int, n)) for n in kn}, {tuple(map(int, n)) for n in refined}
+        inside = all(0 <= l < SIZE["num_hidden_layers"] and 0 <= i < SIZE["intermediate_size"] for l, i in kn)
+        assert kn <= refined and inside
     for name in items:  # single-hop levels and every CoT setting's reads for both hops, and the interventions
         record = json.loads((out / "items" / f"{name}.json").read_text())
         assert str(record["case_id"]) == name and "base" in record["interventions"] and len(record["interventions"]) > 1
