@@ -59,8 +59,10 @@ def _reads_of(acts: np.ndarray, own: FactSets, nulls: dict[str, FactSets]) -> di
     wrong = [_knsets(nulls[k].neurons, nulls[k].abar) for k in own.wrong]
     values = np.asarray(read_many(acts, sets + wrong), np.float64)  # [..., G]: one gather for every set
     n_matched = len(own.matched)
-    out = {"R": values[..., 0], "random": values[..., 1], "matched": values[..., 2: 2 + n_matched].mean(-1),
+    out = {"R": values[..., 0], "random": values[..., 1],
            "paper": np.asarray(read_many(acts, sets[:1], kind="paper"), np.float64)[..., 0]}
+    if n_matched:
+        out["matched"] = values[..., 2: 2 + n_matched].mean(-1)
     if wrong:
         out["wrong"] = values[..., 2 + n_matched:].mean(-1)
         out["D"] = out["R"] - out["wrong"]

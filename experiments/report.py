@@ -31,7 +31,17 @@ from jaxkn.experiments.results import StudySummary, to_json
 from jaxkn.experiments.settings import StudyConfig
 from jaxkn.experiments.stats import MIN_N, TOO_FEW
 
-REGENERATE = "python -m jaxkn.experiments.two_hop --out experiments/default_run"
+PROG = "python -m jaxkn.experiments.two_hop"
+
+
+def regenerate_command(settings, root) -> str:
+    """The command that reproduces this run: the plain one for the defaults, else a replay of its settings."""
+    defaults = type(settings)()
+    same = {k: v for k, v in settings.to_dict().items() if k not in ("mesh", "sharding")} == {
+        k: v for k, v in defaults.to_dict().items() if k not in ("mesh", "sharding")}
+    if same:
+        return f"{PROG} --out {root}"
+    return f"{PROG} --config {root}/summary.json --out NEW_FOLDER"
 CLAIMS = ("1_recall_drops", "2_errors_with_recall_failure", "3_cot_raises_recall",
           "4_enhance_helps_suppress_hurts", "5_conflict_raises_recall")
 NO_SIGNAL = "not beyond the wrong-fact null (no fact-specific signal on single hops)"
@@ -171,7 +181,7 @@ def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: d
     skipped = filter_state.get("skipped", [])
     summary = dict(
         settings={"preset": getattr(settings, "preset", None), **settings.to_dict()}, model_id=model_id,
-        regenerate=REGENERATE,
+        regenerate=regenerate_command(settings, root),
         dataset={"path": settings.dataset or "built-in (jaxkn.data.builtin_items)", "items": n_dataset},
         filter={"screened": filter_state["screened"], "kept": len(filter_state["kept"]), "studied": len(selected),
                 "by_pair": filter_state["pairs"],

@@ -49,7 +49,10 @@ def _matched_level(acts: np.ndarray, loo: list, n_draws: int, seed) -> float | N
         if not omega:
             continue
         abar_rest = np.delete(acts, j, axis=0).mean(axis=0)
-        draws = matched_random_knsets(omega, abar_rest, n_draws, (*seed, j))
+        try:
+            draws = matched_random_knsets(omega, abar_rest, n_draws, (*seed, j))
+        except ValueError:  # too narrow a layer (see fact_sets)
+            return None
         values.append(float(np.mean(np.asarray(read_many(acts[j], draws)))))
     return _level(np.mean(values)) if values else None
 
@@ -68,7 +71,10 @@ def fact_sets(ctx: StudyContext, key: str, fact: FactResult, acts: np.ndarray, s
                         single_paper=None, single_random=None, single_matched=None, single_D=None,
                         single_D_per_query=[None] * len(acts))
     rand = random_neurons(neurons, ctx.cfg, seed)
-    matched = matched_random_sets(neurons, np.abs(abar_full), s.matched_draws, seed)
+    try:
+        matched = matched_random_sets(neurons, np.abs(abar_full), s.matched_draws, seed)
+    except ValueError:  # a layer too narrow to match every KN within its |abar| decile: this null is undefined
+        matched = np.zeros((0, len(neurons), 2), int)
     # every other studied fact with a KN set and another answer (METHOD §5: all of them; the count is reported)
     candidates = {k: facts_meta[k] for k in facts_meta if k == key or k in null_sets}
     try:

@@ -22,12 +22,12 @@ import pandas as pd
 import pytest
 
 from jaxkn.experiments import two_hop
-from jaxkn.experiments.analysis import outcome_numbers, recall_numbers
+from jaxkn.experiments.analysis import analyse
 from jaxkn.experiments.settings import StudyConfig
 from jaxkn.experiments.store import ResultsFolderError, ResultStore
 
-FAST = ["--queries-per-hop", "2", "--steps", "2", "--cot-tokens", "8", "--answer-tokens", "5", "--bootstrap", "50",
-        "--batch-size", "8"]
+FAST = ["--queries-per-hop", "2", "--steps", "2", "--tolerance", "none", "--cot-tokens", "8", "--answer-tokens", "5",
+        "--bootstrap", "50", "--batch-size", "8", "--matched-draws", "10"]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,21 +49,21 @@ def test_smoke_run_accounts_for_every_item(smoke_run):
     items = sorted(p.stem for p in (smoke_run / "items").glob("*.json"))
     assert len(table) == summary["numbers"]["n_items"] == summary["filter"]["studied"] == len(items) == 5
     assert sorted(map(str, table["case_id"])) == items
-    for name in ("report.md", "figures/kn_scores.png", "figures/outcomes.png", "figures/interventions.png",
-                 "figures/conflict.png", "figures/tau_curve.png"):
+    for name in ("report.md", "items.parquet", "facts.parquet", "figures/levels.png", "figures/tau_curve.png",
+                 "figures/interventions.png", "figures/shared_neurons.png", "figures/kn_counts_per_layer.png"):
         assert (smoke_run / name).stat().st_size > 0, name
     report = (smoke_run / "report.md").read_text()
     for claim in range(1, 6):
         assert f"## Claim {claim}" in report
-    # every setting is recorded, and the headline numbers are recomputable from the CSV alone
+    # every setting is recorded, and every number is recomputable from the table alone
     assert summary["settings"]["attribution"]["steps"] == 2 and summary["settings"]["threshold_t"] == 0.2
+    assert summary["settings"]["preset"] == "converged" and "tolerance" in summary["settings"]["preset_overrides"]
     s = _settings(smoke_run)
-    recall = recall_numbers(table, s)
-    assert recall["drop"] == summary["numbers"]["recall"]["drop"]
-    assert outcome_numbers(table, s)["table"] == summary["numbers"]["outcomes"]["table"]
-    outcomes = summary["numbers"]["outcomes"]
-    assert sum(sum(v.values()) for v in outcomes["table"].values()) == outcomes["n_defined"]
-    assert outcomes["n_defined"] + outcomes["n_undefined"] == 5
+    again = json.loads(json.dumps(analyse(pd.read_parquet(smoke_run / "items.parquet"), s)))
+    assert again == summary["numbers"]
+    assert set(summary["attribution"]["completeness"]) >= {"max", "median", "flagged_layers", "points_per_layer"}
+    assert all({"null", "score"} <= set(v) for v in summary["verdicts"].values())
+    assert summary["controls"] and all("neuron" in n and "facts" in n for n in summary["neurons"]["shared"])
 
 
 @pytest.mark.slow

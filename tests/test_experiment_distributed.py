@@ -97,7 +97,7 @@ def test_results_equal_one_process(runs):
     for name, got in _files(runs / "host1", "items").items():
         _assert_same(got, ref_items[name], f"host1/items/{name}")
     ref_facts = _files(runs / "single", "facts")
-    assert any(f["neurons"] for f in ref_facts.values())
+    assert any(f["refined"] for f in ref_facts.values())
     got_facts = _files(runs / "host0", "facts")
     assert got_facts.keys() == ref_facts.keys()
     for name, ref in ref_facts.items():
