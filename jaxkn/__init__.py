@@ -25,7 +25,7 @@ from jaxkn.model import ContextLengthError, ForwardOutput, forward, init_params,
 from jaxkn.site import SiteEdit, scale_edit  # noqa: E402
 from jaxkn.tokenizer import Tokenizer  # noqa: E402
 from jaxkn.flax_model import FlaxModel, flax_model, load_flax_model, params_of  # noqa: E402
-from jaxkn.generate import Generation, generate, greedy_generate  # noqa: E402
+from jaxkn.generate import Generation, greedy_generate, text_generator  # noqa: E402  (the module keeps its name)
 # 2. Attribution: integrated gradients over every layer's neurons.
 from jaxkn.attribution import (  # noqa: E402
     AttributionConfig,
@@ -33,6 +33,7 @@ from jaxkn.attribution import (  # noqa: E402
     Attributions,
     attribute,
     attribute_ids,
+    completeness_summary,
 )
 # 3. Knowledge neurons: coarse / refined sets, shared neurons, the EleutherAI-style workflow.
 from jaxkn.neurons import (  # noqa: E402
@@ -65,8 +66,12 @@ from jaxkn.interventions import (  # noqa: E402
 from jaxkn.weight_edits import edit_toward_token, erase_neurons  # noqa: E402
 # 5. Recall: KN scores and single-/two-hop levels.
 from jaxkn.recall import (  # noqa: E402
-    hop_recall, kn_score, relative_score, single_hop_level, site_activations, two_hop_level,
+    KNSet, hop_recall, kn_score, read_many, relative_score, single_hop_level, site_activations, specific_score,
+    two_hop_level,
 )
+from jaxkn import nulls, presets  # noqa: E402  (the wrong-fact and matched random nulls; METHOD §10 presets)
+from jaxkn.errors import UserInputError  # noqa: E402
+from jaxkn.validation import TokenIdError, check_token_ids  # noqa: E402
 # 6. Scale-out.
 from jaxkn.sharding import make_mesh, shard_params  # noqa: E402
 
@@ -76,9 +81,9 @@ __all__ = [
     # models
     "ModelConfig", "RopeScaling", "UnsupportedConfigError", "load_model", "load_default_model", "ContextLengthError",
     "ForwardOutput", "forward", "init_params", "param_shapes", "summarize", "SiteEdit", "scale_edit", "Tokenizer",
-    "FlaxModel", "flax_model", "load_flax_model", "params_of", "Generation", "generate", "greedy_generate",
+    "FlaxModel", "flax_model", "load_flax_model", "params_of", "Generation", "greedy_generate", "text_generator",
     # attribution
-    "AttributionConfig", "Attributions", "AttributionInputError", "attribute", "attribute_ids",
+    "AttributionConfig", "Attributions", "AttributionInputError", "attribute", "attribute_ids", "completeness_summary",
     # knowledge neurons
     "KnowledgeNeurons", "SharedNeuron", "adaptive_refine", "coarse_neurons", "fact_specific", "refine_mask",
     "refined_neurons", "shared_neurons", "to_eleuther",
@@ -87,7 +92,10 @@ __all__ = [
     "random_control", "random_neurons", "scale_neurons", "suppress", "sweep", "sweep_factors", "sweep_sets",
     "edit_toward_token", "erase_neurons",
     # recall
-    "hop_recall", "kn_score", "relative_score", "single_hop_level", "site_activations", "two_hop_level",
+    "hop_recall", "kn_score", "relative_score", "single_hop_level", "site_activations", "two_hop_level", "KNSet",
+    "read_many", "specific_score", "nulls", "presets",
+    # errors and checks
+    "UserInputError", "TokenIdError", "check_token_ids",
     # scale-out
     "make_mesh", "shard_params",
 ]
