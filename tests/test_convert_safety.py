@@ -172,9 +172,9 @@ def test_cli_errors_are_one_line_with_status_2_and_a_traceback_with_debug(tmp_pa
     plain = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert plain.returncode == 2
     assert plain.stderr.strip().splitlines() == [
-        f"python -m jaxkn.convert: error: {tmp_path / 'missing'} is neither an HF model folder (with config.json) "
-        f"nor a .gguf file"]
-    with pytest.raises(CheckpointError, match="neither"):
+        f"python -m jaxkn.convert: error: {tmp_path / 'missing'} does not exist (and is not a Hugging Face model id "
+        f"like 'org/name')"]
+    with pytest.raises(CheckpointError, match="does not exist"):
         convert_main([str(tmp_path / "missing"), str(tmp_path / "out"), "--debug"])
     assert not (tmp_path / "out").exists()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_experiment import _dataset_the_model_knows, tiny_checkpoint  # noqa: F401 (a fixture)
+from test_experiment import _dataset_the_model_knows
 from test_experiment_mesh import TINY, _assert_same, _files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def _launch(argv: list[str], out: Path, **env) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_checkpoint, tmp_path_factory):  # noqa: F811
+def runs(tiny_checkpoint, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("experiment_distributed")
     data = _dataset_the_model_knows(tiny_checkpoint, tmp)
     # --limit 3 (after TINY's 2: the last wins) splits unevenly over two hosts when three items pass

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_experiment import _dataset_the_model_knows, tiny_checkpoint  # noqa: F401 (a fixture)
+from test_experiment import _dataset_the_model_knows
 
 RTOL = 1e-5
 ATOL = 1e-7  # floats that are ~0 (a probability or score that cancels) are compared absolutely
@@ -41,7 +41,7 @@ def _worker(checkpoint: str, dataset: str, out_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def mesh_runs(tiny_checkpoint, tmp_path_factory):  # noqa: F811
+def mesh_runs(tiny_checkpoint, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("experiment_mesh")
     data = _dataset_the_model_knows(tiny_checkpoint, tmp)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
