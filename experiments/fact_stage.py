@@ -94,7 +94,7 @@ def fact_result(ctx: StudyContext, store: ResultStore, key: str, hop, spoken: di
     scores, prob_first, error, points, flagged = attribute_queries(ctx, prompts, answers)  # scores [n, L, F]
     coarse = coarse_mask(scores, s.threshold_t)  # [n, L, F]
     refined, loo = refine(coarse, s.refine_rule, s.share_p)
-    acts = np.asarray(site_activations(ctx.params, ctx.cfg, prompts, site=s.attribution.site), np.float32)
+    acts = _read_activations(ctx, queries)
     store.write_array(f"facts/{key}.acts.npy", acts)
     store.write_array(f"facts/{key}.scores.npy", scores.mean(axis=0).astype(np.float32))
     return FactResult(
@@ -108,6 +108,18 @@ def fact_result(ctx: StudyContext, store: ResultStore, key: str, hop, spoken: di
     )
 
 
+def _read_activations(ctx: StudyContext, queries: list[str]) -> np.ndarray:
+    prompts = [ctx.encode(format_prompt(q, ctx.styles["none"])) for q in queries]
+    return np.asarray(site_activations(ctx.params, ctx.cfg, prompts, site=ctx.settings.attribution.site), np.float32)
+
+
+def _ensure_activations(ctx: StudyContext, store: ResultStore, key: str, fact: FactResult) -> None:
+    """A cached fact whose activation file is not there (a committed results folder keeps the JSON only) gets it
+    back by one forward pass over its queries: activations need no attribution."""
+    if not (store.root / f"facts/{key}.acts.npy").is_file():
+        store.write_array(f"facts/{key}.acts.npy", _read_activations(ctx, fact.queries))
+
+
 def run_facts(ctx: StudyContext, store: ResultStore, selected: Sequence, attribution_key: str) -> dict:
     """Stage 2: knowledge neurons of every unique fact of the selected items (cached per fact)."""
     facts, todo = {}, []
@@ -118,6 +130,9 @@ def run_facts(ctx: StudyContext, store: ResultStore, selected: Sequence, attribu
                 facts[triple] = store.fact(fact_key(triple, attribution_key))
                 if facts[triple] is None:
                     todo.append((triple, it.hop(h)))
+    for triple, fact in facts.items():
+        if fact is not None:
+            _ensure_activations(ctx, store, fact_key(triple, attribution_key), fact)
     spoken = store.read("filter_cache.json") or {}
     progress = bar(len(facts), "knowledge neurons (facts)", len(facts) - len(todo))
     for triple, hop in todo:
