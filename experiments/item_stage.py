@@ -32,6 +32,8 @@ from jaxkn.experiments.results import (
     FactResult,
     ItemResult,
     SingleLevels,
+    from_plain,
+    to_plain,
 )
 from jaxkn.experiments.store import ResultStore
 from jaxkn.generate import generate
