@@ -70,7 +70,7 @@ def run_filter(ctx: StudyContext, store: ResultStore, items: Sequence[TwoHopItem
             old = state["pairs"].setdefault(pair, {"kept": 0, "total": 0})
             old["kept"], old["total"] = old["kept"] + c["kept"], old["total"] + c["total"]
         state["kept"] += [it.case_id for it in kept]
-        state["screened"] += len(chunk)
+        state["screened"] = stop  # every candidate looked at, skipped ones too: the next chunk starts after them
         store.write("filter_cache.json", cache)
         store.write("filter.json", state)
         store.tick()
