@@ -33,7 +33,7 @@ from jaxkn.experiments.item_stage import run_items
 from jaxkn.experiments.report import write_report
 from jaxkn.experiments.results import FactResult, ItemResult, from_json, to_json
 from jaxkn.experiments.settings import StudyConfig
-from jaxkn.experiments.store import ResultStore, fact_key
+from jaxkn.experiments.store import ResultStore, check_out, fact_key
 from jaxkn.runtime import enable_compilation_cache
 from jaxkn.sharding import make_mesh, parse_mesh, shard_params
 
@@ -100,6 +100,7 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
     if mesh is not None:
         settings = dataclasses.replace(settings, mesh=mesh)  # recorded in summary.json with the rest
     items = load_dataset(settings)  # read and validated before the model loads
+    check_out(out)  # a foreign or busy --out is refused before the model loads, too
     device_mesh = study_mesh(settings.mesh, distributed)
     cfg, params, tokenizer, model_id = load(settings, device_mesh)
     store = ResultStore(out, settings.fingerprint(model_id), model_id, resume=resume,
