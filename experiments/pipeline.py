@@ -105,30 +105,32 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
     cfg, params, tokenizer, model_id = load(settings, device_mesh)
     store = ResultStore(out, settings.fingerprint(model_id), model_id, resume=resume,
                         settings=settings.scoped("fact", "item"), dataset_hashes=dataset_hashes(items))
-    ctx = make_context(cfg, params, tokenizer, settings, relation_answers(items), mesh=device_mesh)
+    try:  # the folder's lock is released however the run ends (an error, Ctrl-C), not only at exit
+        ctx = make_context(cfg, params, tokenizer, settings, relation_answers(items), mesh=device_mesh)
 
-    def timed(name, fn, *args):
-        store.start_clock(name)
-        try:
-            return fn(*args)
-        finally:
-            store.tick()
+        def timed(name, fn, *args):
+            store.start_clock(name)
+            try:
+                return fn(*args)
+            finally:
+                store.tick()
 
-    selected, filter_state = timed("filter", run_filter, ctx, store, items)
-    if not selected and filter_state.get("skipped") and len(filter_state["skipped"]) == filter_state["screened"]:
-        raise StudyInputError(_nothing_measurable(filter_state["skipped"]))
-    mine = shard_items(selected) if distributed else selected
-    key = settings.attribution_key(model_id)
-    facts = timed("facts", run_facts, ctx, store, mine, key)
-    timed("items", run_items, ctx, store, mine, facts, counterfactual_index(items))
-    if distributed:
-        facts = _merge_hosts(store, mine, len(selected), facts, key)
-        if jax.process_index() != 0:
-            return store.root / "report.md"  # process 0 writes the aggregate
-    timings = {**store.read("timings.json"), "total_this_session": time.time() - started}
-    report = write_report(store, settings, model_id=model_id, filter_state=filter_state, n_dataset=len(items),
-                          selected=[it.case_id for it in selected], facts=facts, timings=timings)
-    store.close()
+        selected, filter_state = timed("filter", run_filter, ctx, store, items)
+        if not selected and filter_state.get("skipped") and len(filter_state["skipped"]) == filter_state["screened"]:
+            raise StudyInputError(_nothing_measurable(filter_state["skipped"]))
+        mine = shard_items(selected) if distributed else selected
+        key = settings.attribution_key(model_id)
+        facts = timed("facts", run_facts, ctx, store, mine, key)
+        timed("items", run_items, ctx, store, mine, facts, counterfactual_index(items))
+        if distributed:
+            facts = _merge_hosts(store, mine, len(selected), facts, key)
+            if jax.process_index() != 0:
+                return store.root / "report.md"  # process 0 writes the aggregate
+        timings = {**store.read("timings.json"), "total_this_session": time.time() - started}
+        report = write_report(store, settings, model_id=model_id, filter_state=filter_state, n_dataset=len(items),
+                              selected=[it.case_id for it in selected], facts=facts, timings=timings)
+    finally:
+        store.close()
     log(f"report: {report}")
     return report
 

@@ -206,7 +206,8 @@ def refuse_foreign(out: str | Path) -> None:
         return
     if not root.is_dir():
         raise ResultsFolderError(f"--out {root} is a file, not a folder")
-    foreign = sorted(p.name for p in root.iterdir())
+    # run.lock alone is a run killed before it wrote run.json (a live one is refused by the lock itself)
+    foreign = sorted(p.name for p in root.iterdir() if p.name != "run.lock")
     if foreign:
         raise ResultsFolderError(
             f"{root} is not empty and holds no run of this study ({', '.join(foreign[:5])}"
@@ -217,10 +218,10 @@ def refuse_foreign(out: str | Path) -> None:
 def check_out(out: str | Path) -> None:
     """What can be refused before the model loads (which may take minutes): a foreign --out, or one that a
     live run holds. Writes nothing; `ResultStore` checks again, and takes the lock, once the model is loaded."""
-    refuse_foreign(out)
     holder = _live_holder(Path(out) / "run.lock")
     if holder is not None:
         raise _busy(Path(out) / "run.lock", holder)
+    refuse_foreign(out)
 
 
 def _case_order(case_id: str):

@@ -366,3 +366,36 @@ def test_decode_mode_all_runs_end_to_end(known, reference, tmp_path, capsys):
             assert np.isclose(recorded[name]["p_first"], want, rtol=1e-4, atol=1e-7), (name, recorded[name], want)
             checked += 1
     assert checked, f"item {item.case_id} has no intervention condition to check: {sorted(recorded)}"
+
+
+def test_a_run_stopped_by_an_error_releases_its_folder(known, tmp_path, capsys):
+    from jaxkn.data import save_items
+
+    model, _, items = known
+    # every item unmeasurable: the run claims the folder, screens, and stops with a user error
+    data = save_items([dataclasses.replace(it, two_hop=" ".join(["Which"] * 2000) + "?") for it in items[:2]],
+                      tmp_path / "long.json")
+    out = tmp_path / "out"
+    argv = ["--model", str(model), "--dataset", str(data), "--limit", "2", "--out", str(out), *FAST]
+    status, err = _run_main(argv, capsys)
+    assert status == 2 and "no item can be measured" in err, err
+    assert (out / "run.json").is_file() and not (out / "run.lock").exists()
+    # so the same process (a notebook, a sweep) can run into the folder again: the same answer, not "busy"
+    status, err = _run_main([*argv, "--resume"], capsys)
+    assert status == 2 and "no item can be measured" in err, err
+
+
+def test_a_folder_holding_only_a_dead_runs_lock_is_taken_over(tmp_path):
+    import socket
+
+    from jaxkn.experiments.store import ResultStore
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid no longer runs
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.lock").write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))
+    store = ResultStore(out, "fingerprint", "model", resume=False)  # killed before it wrote run.json
+    assert json.loads((out / "run.lock").read_text())["pid"] == os.getpid()
+    store.close()
+    assert not (out / "run.lock").exists()
