@@ -1,10 +1,21 @@
-"""From per-item result files to one table and every headline number of the study, with bootstrap intervals.
+"""Every number of the study from one table (one row per item), each claim on both scores and both CoT summaries.
 
-`item_table(results)` flattens the item JSON files into one row per item (the CSV that ships with a report);
-`analyse(table, settings)` computes every number from that table alone, so a reader can recompute them from the
-CSV. Recall is decided here: Recalled(hop) := two-hop level >= tau * single-hop level (METHOD §5), with the CoT
-level summarised by `settings.cot_summary`. A hop whose refined KN set is empty has no level: it is left out of
-every recall statistic and counted.
+`analyse(table, settings)` reads only the item table (columns: the contract in `experiments.report`'s module
+docstring), so a reader can recompute every number from items.csv / items.parquet.
+
+Conventions (METHOD §5-§6, revision 2026-12-01):
+- Scores: "specific" reads D = R_own - mean R of the wrong-fact sets, so D is itself against the wrong-fact null;
+  "R" reads the relative score, beside its matched random null (same layer, same |abar| decile) and the
+  same-count random set.
+- Recalled(hop) := two-hop level >= tau * single-hop level; for D (recalled-specific) defined only where the
+  single-hop D > 0 (otherwise the fact shows no specific signal: skipped and counted).
+- CoT summaries: "max" reads `{c}_h{h}_{stat}`, "mean" reads `{c}_h{h}_{stat}_mean` (equal for "none").
+- Effects are paired differences per item with a cluster-bootstrap interval: items that share a fact (either
+  hop) are one cluster (`stats.fact_clusters`), and a resample draws whole clusters.
+- Shares are Wilson intervals with their real denominator, "too few to tell" below 10 (`stats.wilson_share`);
+  a Wilson interval treats items as independent.
+- Each effect cell records the direction the paper expects (`direction`: +1 / -1) and its nulls, so the
+  verdicts (`experiments.report.verdicts`) are a function of these numbers alone.
 """
 
 from __future__ import annotations
@@ -12,196 +23,246 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jaxkn.experiments.results import ItemResult
 from jaxkn.experiments.settings import StudyConfig
-from jaxkn.experiments.stats import conditional_share_ci, mean_ci, paired_difference_ci, share_ci
+from jaxkn.experiments.stats import cluster_mean_fast, conditional_share_wilson, fact_clusters, share_wilson
 
 HOPS = (1, 2)
 TARGETS = ("hop1", "hop2", "both")
-KINDS = ("enhance", "suppress", "random_enhance", "random_suppress")
-TAUS = tuple(np.round(np.arange(0.25, 1.0001, 0.05), 2))
-
-
-def _num(value) -> float:
-    return np.nan if value is None else value
-
-
-def _read(reads: dict, name: str, key: str) -> float:
-    return _num(reads.get(name, {}).get(key))
-
-
-def item_row(res: ItemResult, cot_settings) -> dict:
-    """One item's result as a flat row (NaN where a hop has no knowledge neurons)."""
-    row = {"case_id": res.case_id, "relation1": res.relations[0], "relation2": res.relations[1],
-           "answer": res.answer, "bridge": res.bridge}
-    for h in HOPS:
-        row[f"kn{h}"] = res.kn_sizes[f"hop{h}"]
-        single = res.single.get(f"hop{h}")
-        for name, key in (("single", "R"), ("single_random", "R_random"), ("single_paper", "paper")):
-            row[f"{name}{h}"] = _num(getattr(single, key)) if single else np.nan
-    for c in cot_settings:
-        read = res.cot.get(c)
-        row[f"{c}_correct"] = bool(read.correct) if read else False
-        row[f"{c}_answer"] = read.answer_text if read else ""
-        for h in HOPS:
-            for suffix, key in (("", "R"), ("_mean", "R_mean"), ("_paper", "paper")):
-                row[f"{c}_h{h}{suffix}"] = _read(read.reads, f"hop{h}", key) if read else np.nan
-                row[f"{c}_h{h}_random{suffix}"] = _read(read.reads, f"hop{h}_random", key) if read else np.nan
-    none = res.cot.get("none")
-    row["none_says_bridge"] = bool(none.says_bridge) if none else False
-    iv = res.interventions
-    row["base_p"] = _num(iv["base"].p_first) if "base" in iv else np.nan
-    row["base_correct"] = float(iv["base"].correct) if "base" in iv else 0.0
-    for t in TARGETS:
-        for k in KINDS:
-            cond = iv.get(f"{t}/{k}")
-            row[f"{t}_{k}_p"] = _num(cond.p_first) if cond else np.nan
-            row[f"{t}_{k}_correct"] = float(cond.correct) if cond else np.nan
-    for h in HOPS:
-        conflict = res.conflict.get(f"hop{h}")
-        row[f"conflict{h}_R"] = _read(conflict.reads, f"hop{h}", "R") if conflict else np.nan
-        row[f"conflict{h}_R_random"] = _read(conflict.reads, f"hop{h}_random", "R") if conflict else np.nan
-        row[f"conflict{h}_follows"] = conflict.follows if conflict else ""
-        row[f"conflict{h}_counterfactual"] = conflict.counterfactual if conflict else ""
-    return row
-
-
-def item_table(results: list[ItemResult], cot_settings) -> pd.DataFrame:
-    return pd.DataFrame([item_row(r, cot_settings) for r in results])
-
-
-def level(table: pd.DataFrame, cot: str, h: int, summary: str, random: bool = False) -> np.ndarray:
-    """The two-hop level of hop h under a CoT setting (no CoT: last token; CoT: max or mean over positions)."""
-    rand = "_random" if random else ""
-    col = f"{cot}_h{h}{rand}" if cot == "none" or summary == "max" else f"{cot}_h{h}{rand}_mean"
-    return table[col].to_numpy(np.float64)
-
-
-def recall_flags(table: pd.DataFrame, cot: str, h: int, tau: float, summary: str, random: bool = False):
-    """(recalled [N] bool, defined [N] bool) of hop h."""
-    two = level(table, cot, h, summary, random)
-    single = table[f"single{'_random' if random else ''}{h}"].to_numpy(np.float64)
-    defined = np.isfinite(two) & np.isfinite(single)
-    return defined & (two >= tau * single), defined
-
-
-def _ci(fn, *args, s: StudyConfig):
-    return fn(*args, n_boot=s.bootstrap, seed=s.seed + s.seed_bootstrap).as_dict()
-
-
-def recall_numbers(t: pd.DataFrame, s: StudyConfig) -> dict:
-    """Claims 1 and 3: levels per CoT setting, their changes, shares recalled, the tau curve."""
-    out = {"levels": {}, "drop": {}, "cot_change": {}, "recalled_share": {}, "tau_curve": {}}
-    for h in HOPS:
-        single, single_r = t[f"single{h}"], t[f"single_random{h}"]
-        out["levels"][f"hop{h}/single"] = _ci(mean_ci, single, s=s)
-        out["levels"][f"hop{h}/single_random"] = _ci(mean_ci, single_r, s=s)
-        for c in s.cot:
-            two, two_r = level(t, c, h, s.cot_summary), level(t, c, h, s.cot_summary, True)
-            out["levels"][f"hop{h}/{c}"] = _ci(mean_ci, two, s=s)
-            out["levels"][f"hop{h}/{c}_random"] = _ci(mean_ci, two_r, s=s)
-            rec, defined = recall_flags(t, c, h, s.tau, s.cot_summary)
-            rec_r, defined_r = recall_flags(t, c, h, s.tau, s.cot_summary, True)
-            out["recalled_share"][f"hop{h}/{c}"] = _ci(share_ci, rec[defined], s=s)
-            out["recalled_share"][f"hop{h}/{c}_random"] = _ci(share_ci, rec_r[defined_r], s=s)
-            out["tau_curve"][f"hop{h}/{c}"] = [float(np.mean(recall_flags(t, c, h, tau, s.cot_summary)[0][defined]))
-                                               if defined.any() else None for tau in TAUS]
-            out["tau_curve"][f"hop{h}/{c}_random"] = [
-                float(np.mean(recall_flags(t, c, h, tau, s.cot_summary, True)[0][defined_r]))
-                if defined_r.any() else None for tau in TAUS]
-        out["drop"][f"hop{h}"] = _ci(paired_difference_ci, level(t, "none", h, "max"), single, s=s)
-        out["drop"][f"hop{h}_random"] = _ci(paired_difference_ci, level(t, "none", h, "max", True), single_r, s=s)
-        out["drop"][f"hop{h}_vs_random"] = _ci(
-            paired_difference_ci, level(t, "none", h, "max") - single, level(t, "none", h, "max", True) - single_r, s=s)
-        for c in s.cot:
-            if c == "none":
-                continue
-            d = level(t, c, h, s.cot_summary) - level(t, "none", h, "max")
-            d_r = level(t, c, h, s.cot_summary, True) - level(t, "none", h, "max", True)
-            out["cot_change"][f"hop{h}/{c}"] = _ci(mean_ci, d, s=s)
-            out["cot_change"][f"hop{h}/{c}_random"] = _ci(mean_ci, d_r, s=s)
-            out["cot_change"][f"hop{h}/{c}_vs_random"] = _ci(paired_difference_ci, d, d_r, s=s)
-    out["taus"] = list(map(float, TAUS))
-    return out
-
-
+KINDS = ("enhance", "suppress")
+SCORES = ("specific", "R")
+SUMMARIES = ("max", "mean")
+TAUS = tuple(float(t) for t in np.round(np.arange(0.25, 1.0001, 0.05), 2))
 PATTERNS = ("both recalled", "hop 1 not recalled", "hop 2 not recalled", "neither recalled")
 
-
-def outcome_numbers(t: pd.DataFrame, s: StudyConfig) -> dict:
-    """Claim 2: correct/wrong x recall pattern (no CoT), the share of errors with a recall failure, shortcuts."""
-    r1, d1 = recall_flags(t, "none", 1, s.tau, s.cot_summary)
-    r2, d2 = recall_flags(t, "none", 2, s.tau, s.cot_summary)
-    both = d1 & d2
-    correct = t["none_correct"].to_numpy(bool)
-    pattern = np.where(r1 & r2, 0, np.where(~r1 & r2, 1, np.where(r1 & ~r2, 2, 3)))
-    table = {o: {p: int(((correct == (o == "correct")) & both & (pattern == i)).sum()) for i, p in
-                 enumerate(PATTERNS)} for o in ("correct", "wrong")}
-    wrong, failure = both & ~correct, both & ~(r1 & r2)
-    return {
-        "table": table, "n_defined": int(both.sum()), "n_undefined": int((~both).sum()),
-        "accuracy": _ci(share_ci, correct, s=s),
-        "errors_with_recall_failure": _ci(conditional_share_ci, failure, wrong, s=s),
-        "correct_with_recall_failure": _ci(conditional_share_ci, failure, both & correct, s=s),
-        "shortcut_share_of_correct": _ci(conditional_share_ci, ~r1, both & correct, s=s),
-        "shortcut_count": int((both & correct & ~r1).sum()),
-        "answers_bridge_share": _ci(share_ci, t["none_says_bridge"].to_numpy(bool), s=s),
-        "accuracy_by_cot": {c: _ci(share_ci, t[f"{c}_correct"].to_numpy(bool), s=s) for c in s.cot},
-        "errors_with_recall_failure_by_tau": {f"{tau:.2f}": _failure_share(t, tau, s) for tau in TAUS},
-    }
+STAT = {"specific": "D", "R": "R"}  # the column stat each score reads
+# The nulls a score's effects are compared with: D already subtracts the wrong-fact null, R carries two.
+SCORE_NULLS = {"specific": {}, "R": {"matched_random": "matched", "random": "random"}}
+HEADLINE_NULL = {"specific": "wrong_fact", "R": "matched_random"}
+INTERVENTION_NULLS = {"wrong_fact": "wrong", "matched_random": "matched", "random": "random", "shared": "shared"}
 
 
-def _failure_share(t: pd.DataFrame, tau: float, s: StudyConfig) -> float | None:
-    """Share of errors (no CoT) with a recall failure of either hop at threshold tau (the headline's tau curve)."""
-    r1, d1 = recall_flags(t, "none", 1, tau, s.cot_summary)
-    r2, d2 = recall_flags(t, "none", 2, tau, s.cot_summary)
-    wrong = d1 & d2 & ~t["none_correct"].to_numpy(bool)
-    return float((~(r1 & r2))[wrong].mean()) if wrong.any() else None
+def headline_score(s: StudyConfig) -> str:
+    """The score of the headline verdicts (`settings.score`; "specific" where the settings predate the field)."""
+    return getattr(s, "score", "specific")
 
 
-def intervention_numbers(t: pd.DataFrame, s: StudyConfig) -> dict:
-    """Claim 4: change of P(answer) and of accuracy under each intervention, against the random control."""
+def item_clusters(t: pd.DataFrame) -> np.ndarray:
+    """Cluster label per item: connected components of items linked by a shared fact (hop 1 or hop 2)."""
+    return fact_clusters([(f"f:{a}", f"f:{b}") for a, b in zip(t["fact1"].astype(str), t["fact2"].astype(str))])
+
+
+def _col(t: pd.DataFrame, name: str) -> np.ndarray:
+    """A float column; a column the table lacks (e.g. a condition the run did not measure) reads as NaN."""
+    return t[name].to_numpy(np.float64) if name in t else np.full(len(t), np.nan)
+
+
+def two_hop(t: pd.DataFrame, cot: str, h: int, stat: str, summary: str) -> np.ndarray:
+    """The two-hop read of `stat` for hop h (no CoT: last token; CoT: max or mean over generated positions)."""
+    plain = f"{cot}_h{h}_{stat}"
+    mean = plain + "_mean"
+    return _col(t, mean if summary == "mean" and (cot != "none" or mean in t) else plain)
+
+
+def single(t: pd.DataFrame, h: int, stat: str) -> np.ndarray:
+    """The single-hop (leave-one-out) level of `stat` for hop h."""
+    return _col(t, f"single_{stat}{h}")
+
+
+def recall_flags(t: pd.DataFrame, cot: str, h: int, stat: str, tau: float, summary: str):
+    """(recalled [N] bool, defined [N] bool); for D only items with single-hop D > 0 are defined."""
+    two, one = two_hop(t, cot, h, stat, summary), single(t, h, stat)
+    defined = np.isfinite(two) & np.isfinite(one)
+    if stat == "D":
+        defined &= one > 0
+    return defined & (two >= tau * one), defined
+
+
+class Context:
+    """What every number needs: the table, the settings, the item clusters and the bootstrap seed."""
+
+    def __init__(self, table: pd.DataFrame, s: StudyConfig):
+        self.t, self.s = table, s
+        self.clusters = item_clusters(table)
+
+    def ci(self, values) -> dict:
+        """Cluster-bootstrap interval of the mean of `values` (NaN entries, undefined items, dropped)."""
+        return cluster_mean_fast(values, self.clusters, n_boot=self.s.bootstrap,
+                                 seed=self.s.seed + self.s.seed_bootstrap).as_dict()
+
+    def effect(self, own, nulls: dict, direction: int, **extra) -> dict:
+        """A paired effect per item, each null's same effect, and own minus null (the effect beyond it)."""
+        own = np.asarray(own, np.float64)
+        return {"effect": self.ci(own), "direction": direction, **extra,
+                "nulls": {name: {"effect": self.ci(v), "beyond": self.ci(own - v)} for name, v in nulls.items()}}
+
+
+def _share(flags, defined) -> dict:
+    return share_wilson(np.where(defined, np.asarray(flags, np.float64), np.nan)).as_dict()
+
+
+def recall_numbers(x: Context, score: str, summary: str) -> dict:
+    """Claim 1 (and the recall reads under each CoT setting): levels, the drop, recall beyond the null, shares."""
+    t, s, stat = x.t, x.s, STAT[score]
     out = {}
-    base_p, base_c = t["base_p"].to_numpy(np.float64), t["base_correct"].to_numpy(np.float64)
-    for tg in TARGETS:
-        for k in KINDS:
-            p = t[f"{tg}_{k}_p"].to_numpy(np.float64)
-            c = t[f"{tg}_{k}_correct"].to_numpy(np.float64)
-            out[f"{tg}/{k}"] = {"delta_p": _ci(paired_difference_ci, p, base_p, s=s),
-                                "delta_accuracy": _ci(paired_difference_ci, c, base_c, s=s),
-                                "n": int(np.isfinite(p).sum())}
-        for k in ("enhance", "suppress"):
-            out[f"{tg}/{k}_vs_random"] = {"delta_p": _ci(paired_difference_ci, t[f"{tg}_{k}_p"],
-                                                         t[f"{tg}_random_{k}_p"], s=s)}
+    for h in HOPS:
+        one = single(t, h, stat)
+        for c in s.cot:
+            two = two_hop(t, c, h, stat, summary)
+            nulls_two = {n: two_hop(t, c, h, col, summary) for n, col in SCORE_NULLS[score].items()}
+            nulls_drop = {n: v - single(t, h, SCORE_NULLS[score][n]) for n, v in nulls_two.items()}
+            recalled, defined = recall_flags(t, c, h, stat, s.tau, summary)
+            out[f"hop{h}/{c}"] = {
+                "single": x.ci(one), "two_hop": x.ci(two),
+                # D's drop means something only where the single hop shows a specific signal at all
+                "drop": x.effect(two - one, nulls_drop, -1, requires=x.ci(one) if stat == "D" else None),
+                "recall": x.effect(two, nulls_two, +1),
+                "recalled_share": _share(recalled, defined),
+                "null_recalled_share": {n: _share(*recall_flags(t, c, h, col, s.tau, summary))
+                                        for n, col in SCORE_NULLS[score].items()},
+                "undefined": int((~defined).sum()),
+                # the wrong-fact sets' own R beside every score (D subtracts it): format neurons show up here
+                "wrong_fact_R": {"single": x.ci(single(t, h, "R") - single(t, h, "D")),
+                                 "two_hop": x.ci(two_hop(t, c, h, "wrong", summary))},
+            }
     return out
 
 
-def conflict_numbers(t: pd.DataFrame, s: StudyConfig) -> dict:
-    """Claim 5: the true fact's score with a counterfactual hop stated first, against no conflict."""
+def tau_curves(x: Context, score: str, summary: str) -> dict:
+    """Share recalled at each tau (0.25 to 1.0), per hop and CoT setting, with the score's nulls beside it."""
+    t, s, stat = x.t, x.s, STAT[score]
     out = {}
     for h in HOPS:
-        plain, conf = level(t, "none", h, "max"), t[f"conflict{h}_R"].to_numpy(np.float64)
-        plain_r, conf_r = level(t, "none", h, "max", True), t[f"conflict{h}_R_random"].to_numpy(np.float64)
-        single = t[f"single{h}"].to_numpy(np.float64)
-        keep = np.isfinite(conf) & np.isfinite(plain) & np.isfinite(single)
-        follows = t[f"conflict{h}_follows"].to_numpy(str)
-        asked = follows != ""
-        out[f"hop{h}"] = {
-            "change": _ci(paired_difference_ci, conf, plain, s=s),
-            "change_random": _ci(paired_difference_ci, conf_r, plain_r, s=s),
-            "change_vs_random": _ci(paired_difference_ci, conf - plain, conf_r - plain_r, s=s),
-            "recalled_plain": _ci(share_ci, plain[keep] >= s.tau * single[keep], s=s),
-            "recalled_conflict": _ci(share_ci, conf[keep] >= s.tau * single[keep], s=s),
-            "follows": {f: _ci(share_ci, follows[asked] == f, s=s) for f in ("true", "counterfactual", "other")},
-            "n": int(keep.sum()),
+        for c in s.cot:
+            for name, col in {"own": stat, **SCORE_NULLS[score]}.items():
+                curve = []
+                for tau in TAUS:
+                    recalled, defined = recall_flags(t, c, h, col, tau, summary)
+                    curve.append(float(recalled[defined].mean()) if defined.any() else None)
+                out[f"hop{h}/{c}/{name}"] = curve
+    return out
+
+
+def outcome_numbers(x: Context, score: str, summary: str) -> dict:
+    """Claim 2 per CoT setting: correct/wrong x recall pattern, the share of errors with a recall failure."""
+    t, s, stat = x.t, x.s, STAT[score]
+    out = {}
+    for c in s.cot:
+        r1, d1 = recall_flags(t, c, 1, stat, s.tau, summary)
+        r2, d2 = recall_flags(t, c, 2, stat, s.tau, summary)
+        both = d1 & d2
+        correct = t[f"{c}_correct"].to_numpy(bool)
+        pattern = np.where(r1 & r2, 0, np.where(~r1 & r2, 1, np.where(r1 & ~r2, 2, 3)))
+        failure = ~(r1 & r2)
+        by_tau = {}
+        for tau in TAUS:
+            q1, e1 = recall_flags(t, c, 1, stat, tau, summary)
+            q2, e2 = recall_flags(t, c, 2, stat, tau, summary)
+            by_tau[f"{tau:.2f}"] = conditional_share_wilson(~(q1 & q2), e1 & e2 & ~correct).as_dict()
+        out[c] = {
+            "table": {o: {p: int(((correct == (o == "correct")) & both & (pattern == i)).sum())
+                          for i, p in enumerate(PATTERNS)} for o in ("correct", "wrong")},
+            "n_defined": int(both.sum()), "n_undefined": int((~both).sum()),
+            "accuracy": share_wilson(correct).as_dict(),
+            "errors_with_recall_failure": conditional_share_wilson(failure, both & ~correct).as_dict(),
+            "correct_with_recall_failure": conditional_share_wilson(failure, both & correct).as_dict(),
+            "shortcuts": conditional_share_wilson(~r1, both & correct).as_dict(),
+            "errors_with_recall_failure_by_tau": by_tau,
         }
     return out
 
 
+def cot_numbers(x: Context, score: str, summary: str) -> dict:
+    """Claim 3: the change of each hop's two-hop level under CoT against no CoT, beside the nulls' change."""
+    t, s, stat = x.t, x.s, STAT[score]
+    out = {}
+    for h in HOPS:
+        base = two_hop(t, "none", h, stat, summary)
+        for c in s.cot[1:]:
+            nulls = {n: two_hop(t, c, h, col, summary) - two_hop(t, "none", h, col, summary)
+                     for n, col in SCORE_NULLS[score].items()}
+            out[f"hop{h}/{c}"] = x.effect(two_hop(t, c, h, stat, summary) - base, nulls, +1)
+    return out
+
+
+def conflict_numbers(x: Context, score: str) -> dict:
+    """Claim 5: the true fact's level with a counterfactual hop stated first, against the plain question."""
+    t, stat = x.t, STAT[score]
+    out = {}
+    for h in HOPS:
+        change = _col(t, f"conflict{h}_{stat}") - two_hop(t, "none", h, stat, "max")
+        nulls = {n: _col(t, f"conflict{h}_{col}") - two_hop(t, "none", h, col, "max")
+                 for n, col in SCORE_NULLS[score].items() if f"conflict{h}_{col}" in t}
+        out[f"hop{h}"] = x.effect(change, nulls, +1)
+    return out
+
+
+def follows_numbers(t: pd.DataFrame) -> dict:
+    """Which chain the answer follows under each conflict: shares of the asked items (Wilson)."""
+    out = {}
+    for h in HOPS:
+        follows = t[f"conflict{h}_follows"].fillna("").astype(str).to_numpy() if f"conflict{h}_follows" in t \
+            else np.array([""] * len(t))
+        asked = follows != ""
+        out[f"hop{h}"] = {f: conditional_share_wilson(follows == f, asked).as_dict()
+                          for f in ("true", "counterfactual", "other")}
+    return out
+
+
+def intervention_numbers(x: Context) -> dict:
+    """Claim 4: change of P(answer) and accuracy under each intervention, own set against every null set."""
+    t = x.t
+    base_p, base_c = _col(t, "base_p"), _col(t, "base_correct")
+    out = {}
+    for tg in TARGETS:
+        for k, direction in (("enhance", +1), ("suppress", -1)):
+            own_p = _col(t, f"{tg}_own_{k}_p")
+            nulls = {n: _col(t, f"{tg}_{col}_{k}_p") - base_p for n, col in INTERVENTION_NULLS.items()}
+            out[f"{tg}/{k}"] = x.effect(own_p - base_p, nulls, direction,
+                                        accuracy=x.ci(_col(t, f"{tg}_own_{k}_correct") - base_c),
+                                        null_accuracy={n: x.ci(_col(t, f"{tg}_{col}_{k}_correct") - base_c)
+                                                       for n, col in INTERVENTION_NULLS.items()})
+    return out
+
+
+def paper_score_numbers(x: Context) -> dict:
+    """The paper's KN score (mean activation): its single-hop level and how often that level is negative."""
+    t = x.t
+    out = {}
+    for h in HOPS:
+        one = single(t, h, "paper")
+        finite = one[np.isfinite(one)]
+        out[f"hop{h}"] = {"single": x.ci(one), "negative": int((finite < 0).sum()), "n": int(len(finite)),
+                          "two_hop": {c: x.ci(two_hop(t, c, h, "paper", "max")) for c in x.s.cot}}
+    return out
+
+
+def score_numbers(x: Context, score: str) -> dict:
+    """Claims 1, 2, 3 and 5 and the tau curves on one score, under both CoT summaries."""
+    return {summary: {"recall": recall_numbers(x, score, summary), "outcomes": outcome_numbers(x, score, summary),
+                      "cot": cot_numbers(x, score, summary), "tau_curve": tau_curves(x, score, summary)}
+            for summary in SUMMARIES} | {"conflict": conflict_numbers(x, score)}
+
+
 def analyse(table: pd.DataFrame, s: StudyConfig) -> dict:
-    """Every number of the study from the item table."""
-    return {"n_items": int(len(table)),
-            "empty_kn": {f"hop{h}": int((table[f"kn{h}"] == 0).sum()) for h in HOPS},
-            "kn_size_mean": {f"hop{h}": float(table[f"kn{h}"].mean()) if len(table) else None for h in HOPS},
-            "recall": recall_numbers(table, s), "outcomes": outcome_numbers(table, s),
-            "interventions": intervention_numbers(table, s), "conflict": conflict_numbers(table, s)}
+    """Every number of the study from the item table (module docstring); {"n_items": 0} for an empty table."""
+    if not len(table):
+        return {"n_items": 0}
+    x = Context(table.reset_index(drop=True), s)
+    return {
+        "n_items": int(len(table)),
+        "headline": {"score": headline_score(s), "cot_summary": s.cot_summary, "tau": s.tau, "cot": list(s.cot)},
+        "resampling": {"unit": "fact cluster", "clusters": int(len(np.unique(x.clusters))),
+                       "items": int(len(table)), "resamples": s.bootstrap,
+                       "rule": "items linked by a shared fact (hop 1 or hop 2) form one cluster; a resample draws "
+                               "whole clusters with replacement"},
+        "empty_kn": {f"hop{h}": int((_col(table, f"kn{h}") == 0).sum()) for h in HOPS},
+        "kn_size_mean": {f"hop{h}": float(np.nanmean(_col(table, f"kn{h}"))) for h in HOPS},
+        "specific_undefined": {f"hop{h}": int((~(single(table, h, "D") > 0)).sum()) for h in HOPS},
+        "scores": {score: score_numbers(x, score) for score in SCORES},
+        "interventions": intervention_numbers(x),
+        "follows": follows_numbers(table),
+        "paper_score": paper_score_numbers(x),
+        "accuracy_by_cot": {c: share_wilson(table[f"{c}_correct"].to_numpy(bool)).as_dict() for c in s.cot},
+        "answers_bridge": share_wilson(table["none_says_bridge"].to_numpy(bool)).as_dict()
+        if "none_says_bridge" in table else None,
+    }

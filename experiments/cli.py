@@ -18,8 +18,11 @@ from pathlib import Path
 
 from jaxkn.attribution import BASELINE_FORMS, BASELINES, METHODS, QUADRATURES, AttributionConfig
 from jaxkn.experiments.settings import StudyConfig, attribution_from_dict, field_docs
+from jaxkn.presets import ATTRIBUTION_KEYS as PRESET_ATTRIBUTION
+from jaxkn.presets import FIELDS, resolve
 from jaxkn.site import SITES
 
+PRESET_FIELDS = tuple(f for f in FIELDS if f != "attribution")  # threshold_t, refine_rule, share_p, shared_s, ...
 ATTRIBUTION_CHOICES = {"site": SITES, "baseline": BASELINES, "baseline_form": BASELINE_FORMS,
                        "quadrature": QUADRATURES, "method": METHODS}
 
@@ -110,8 +113,13 @@ def read_config_file(path: str | Path) -> dict:
 
 
 def settings_from_args(args: argparse.Namespace) -> StudyConfig:
-    """The `StudyConfig` of parsed arguments (defaults < --config < flags); errors name the setting."""
+    """The `StudyConfig` of parsed arguments: the preset's values < --config < flags; errors name the setting.
+
+    A replayed summary.json carries its preset and every value, so it reproduces that run exactly; settings given
+    beside a preset that change its values are recorded in `preset_overrides` (METHOD §10).
+    """
     values = read_config_file(args.config) if args.config else {}
+    values.pop("preset_overrides", None)
     attribution = dict(values.pop("attribution", None) or {})
     for dest, (cls, name) in args._dests.items():
         given = getattr(args, dest)
@@ -121,6 +129,13 @@ def settings_from_args(args: argparse.Namespace) -> StudyConfig:
             attribution[name] = given
         else:
             values[name] = given
-    if attribution:
-        values["attribution"] = attribution_from_dict({**StudyConfig().attribution.to_dict(), **attribution})
+    name = values.get("preset") or StudyConfig().preset
+    covered = {k: values[k] for k in PRESET_FIELDS if k in values}
+    covered.update({k: attribution[k] for k in PRESET_ATTRIBUTION if k in attribution})
+    preset_values, overridden = resolve(name, covered)
+    values.update({k: preset_values[k] for k in PRESET_FIELDS})
+    attribution = {**StudyConfig().attribution.to_dict(), **preset_values["attribution"], **attribution}
+    if preset_values["refine_rule"] == "none":
+        values["kn_set"] = "coarse"
+    values.update(preset=name, preset_overrides=tuple(overridden), attribution=attribution_from_dict(attribution))
     return StudyConfig.from_dict(values)

@@ -58,8 +58,8 @@ def run_filter(ctx: StudyContext, store: ResultStore, items: Sequence[TwoHopItem
     while len(state["kept"]) < s.limit and state["screened"] < budget:
         need = s.limit - len(state["kept"])
         stop = min(budget, state["screened"] + max(4 * need, 2 * s.batch_size))
-        chunk = []
-        for it in (items[i] for i in order[state["screened"]: stop]):
+        chunk, candidates = [], [items[i] for i in order[state["screened"]: stop]]
+        for it in candidates:
             reason = unmeasurable_reason(ctx, it)  # skipped before any generation, in the seeded order
             if reason is None:
                 chunk.append(it)
@@ -70,7 +70,7 @@ def run_filter(ctx: StudyContext, store: ResultStore, items: Sequence[TwoHopItem
             old = state["pairs"].setdefault(pair, {"kept": 0, "total": 0})
             old["kept"], old["total"] = old["kept"] + c["kept"], old["total"] + c["total"]
         state["kept"] += [it.case_id for it in kept]
-        state["screened"] = stop  # every candidate looked at, skipped ones too: the next chunk starts after them
+        state["screened"] += len(candidates)  # skipped ones count as screened
         store.write("filter_cache.json", cache)
         store.write("filter.json", state)
         store.tick()

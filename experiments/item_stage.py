@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxkn.attribution import answer_token_ids
 from jaxkn.data import TwoHopItem, format_prompt, is_correct
-from jaxkn.data.conflict import choose_counterfactual, conflict_prompt
+from jaxkn.data.conflict import choose_counterfactual, conflict_prompt, stable_seed
 from jaxkn.data.prompts import answer_span
 from jaxkn.experiments.context import StudyContext
 from jaxkn.experiments.progress import bar
@@ -29,7 +29,7 @@ from jaxkn.experiments.results import (
     AnswerRead,
     ConditionOutcome,
     ConflictOutcome,
-    FactResult,
+    FactSets,
     ItemResult,
     SingleLevels,
     from_plain,
@@ -37,29 +37,50 @@ from jaxkn.experiments.results import (
 )
 from jaxkn.experiments.store import ResultStore
 from jaxkn.generate import generate
-from jaxkn.interventions import generate_under
-from jaxkn.recall import generated_activations, set_scores, site_activations
+from jaxkn.interventions import generate_under, random_neurons
+from jaxkn.nulls import union
+from jaxkn.recall import KNSet, generated_activations, read_many, site_activations
 
 HOPS = (1, 2)
 TARGETS = ("hop1", "hop2", "both")
-CONDITIONS = tuple(f"{t}/{p}{k}" for t in TARGETS for p in ("", "random_") for k in ("enhance", "suppress"))
+NULLS = ("own", "random", "matched", "wrong", "shared")
+KINDS = ("enhance", "suppress")
+STATS = ("R", "paper", "D", "random", "matched", "wrong")
 
 
-def hop_reads(acts: np.ndarray, facts: dict[int, FactResult | None], valid: np.ndarray | None = None) -> dict:
-    """Scores of both hops (and their random controls) on activations [L, F] or [N, L, F] (CoT, `valid` [N])."""
+def _knsets(neurons, abar) -> KNSet | None:
+    return KNSet(neurons=np.asarray(neurons), abar=np.asarray(abar)) if neurons else None
+
+
+def _reads_of(acts: np.ndarray, own: FactSets, nulls: dict[str, FactSets]) -> dict[str, np.ndarray]:
+    """Every statistic of one hop on activations [..., L, F]: R, the paper's score, D and the nulls' R."""
+    sets = [_knsets(own.neurons, own.abar), _knsets(own.random, own.abar_random)]
+    sets += [_knsets(m, a) for m, a in zip(own.matched, own.matched_abar)]
+    wrong = [_knsets(nulls[k].neurons, nulls[k].abar) for k in own.wrong]
+    values = np.asarray(read_many(acts, sets + wrong), np.float64)  # [..., G]: one gather for every set
+    n_matched = len(own.matched)
+    out = {"R": values[..., 0], "random": values[..., 1], "matched": values[..., 2: 2 + n_matched].mean(-1),
+           "paper": np.asarray(read_many(acts, sets[:1], kind="paper"), np.float64)[..., 0]}
+    if wrong:
+        out["wrong"] = values[..., 2 + n_matched:].mean(-1)
+        out["D"] = out["R"] - out["wrong"]
+    return out
+
+
+def hop_reads(acts: np.ndarray, facts: dict[int, FactSets | None], nulls: dict[str, FactSets],
+              valid: np.ndarray | None = None) -> dict:
+    """Statistics of both hops on activations [L, F] (a prompt's read position) or [N, L, F] (CoT positions,
+    `valid` [N]): for CoT the max over the answer's positions (named as the statistic) and the mean ("_mean")."""
     out = {}
-    for h, fact in facts.items():
-        if fact is None or not fact.neurons:
+    for h, own in facts.items():
+        if own is None or not own.neurons:
             continue
-        for neurons, abar, name in ((fact.neurons, fact.abar, f"hop{h}"),
-                                    (fact.random, fact.abar_random, f"hop{h}_random")):
-            sc = set_scores(acts, neurons, abar)
-            if acts.ndim == 2:
-                out[name] = {k: float(v) for k, v in sc.items()}
-            else:
-                picked = {k: v[valid] for k, v in sc.items()}
-                out[name] = {"R": float(picked["R"].max()), "R_mean": float(picked["R"].mean()),
-                             "paper": float(picked["paper"].max()), "paper_mean": float(picked["paper"].mean())}
+        stats = _reads_of(acts, own, nulls)
+        if acts.ndim == 2:
+            out[f"hop{h}"] = {k: float(v) for k, v in stats.items()}
+        else:
+            out[f"hop{h}"] = {**{k: float(v[valid].max()) for k, v in stats.items()},
+                              **{f"{k}_mean": float(v[valid].mean()) for k, v in stats.items()}}
     return out
 
 
@@ -69,17 +90,19 @@ def direct_answers(ctx: StudyContext, prompts: list[list[int]]) -> list[str]:
     return [ctx.decode(row) for row in np.asarray(gen.tokens)]
 
 
-def no_cot_reads(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict]) -> list[AnswerRead]:
+def no_cot_reads(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict], nulls: dict
+                 ) -> list[AnswerRead]:
     """Scores at the last token of the plain two-hop prompt, and the direct answer, per item."""
     prompts = [ctx.encode(format_prompt(it.two_hop, ctx.styles["none"])) for it in items]
     acts = np.asarray(site_activations(ctx.params, ctx.cfg, prompts, site=ctx.settings.attribution.site), np.float64)
     texts = direct_answers(ctx, prompts)
-    return [AnswerRead(reads=hop_reads(a, f), answer_text=text, correct=ctx.judge(it, text, False),
+    return [AnswerRead(reads=hop_reads(a, f, nulls), answer_text=text, correct=ctx.judge(it, text, False),
                        says_bridge=is_correct(text, it.bridge, it.fact1_ans_alias))
             for it, f, a, text in zip(items, facts, acts, texts)]
 
 
-def cot_reads(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict], setting: str) -> list[AnswerRead]:
+def cot_reads(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict], nulls: dict, setting: str
+              ) -> list[AnswerRead]:
     """Scores at every generated position of a CoT answer (max and mean), and the judged answer, per item."""
     prompts = [ctx.encode(format_prompt(it.two_hop, ctx.styles[setting])) for it in items]
     eos = [ctx.tokenizer.eos_id] if ctx.tokenizer.eos_id is not None else []
@@ -92,50 +115,68 @@ def cot_reads(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict],
         keep = answer_span(tokens[b], ctx.decode)
         valid = np.asarray(gen.valid[b]) & (np.arange(tokens.shape[1]) < keep)
         text = ctx.decode(tokens[b][:keep])
-        out.append(AnswerRead(reads=hop_reads(acts[b], f, valid), answer_text=text, correct=ctx.judge(it, text, True),
+        out.append(AnswerRead(reads=hop_reads(acts[b], f, nulls, valid), answer_text=text, correct=ctx.judge(it, text, True),
                               positions=int(valid.sum())))
     return out
 
 
-def _target_set(facts: dict[int, FactResult | None], target: str, which: str) -> np.ndarray | None:
+def _condition_sets(facts: dict[int, FactSets | None], nulls: dict[str, FactSets], target: str, null: str,
+                    n_draws: int, cfg, seed) -> list[np.ndarray]:
+    """The neuron sets of one condition (METHOD §6.3 with §5's nulls); several draws for matched / wrong.
+
+    "both" takes the union of the two hops' sets; its same-count random control is drawn for the union (same
+    count per layer as the union), not as the union of two random sets.
+    """
     hops = (1, 2) if target == "both" else (int(target[-1]),)
-    sets = [np.asarray(getattr(facts[h], which)) for h in hops if facts[h] is not None and facts[h].neurons]
-    if len(sets) != len(hops):
-        return None
-    return np.unique(np.concatenate(sets), axis=0)
+    if any(facts[h] is None or not facts[h].neurons for h in hops):
+        return []
+    if null == "own":
+        return [union([facts[h].neurons for h in hops])]
+    if null == "random":
+        return [random_neurons(union([facts[h].neurons for h in hops]), cfg, seed)]
+    if null == "shared":
+        picked = [facts[h].shared_in for h in hops if facts[h].shared_in]
+        return [union(picked)] if picked else []
+    if null == "matched":
+        return [union([facts[h].matched[d] for h in hops]) for d in range(min(n_draws, len(facts[hops[0]].matched)))]
+    wrong = [[k for k in facts[h].wrong if nulls[k].neurons][:n_draws] for h in hops]
+    n = min(len(w) for w in wrong)
+    return [union([nulls[w[d]].neurons for w in wrong]) for d in range(n)]
 
 
-def interventions(ctx: StudyContext, item: TwoHopItem, facts: dict) -> dict[str, ConditionOutcome]:
+def interventions(ctx: StudyContext, item: TwoHopItem, facts: dict, nulls: dict) -> dict[str, ConditionOutcome]:
     """P(first answer token) and the direct answer under each intervention (METHOD §6.3), for one item.
 
-    All conditions decode in one batch: row 0 is the unscaled model, then a fixed list of conditions (a
-    condition whose hop has no knowledge neurons keeps factor 1 and is not reported), so compiled shapes do not
-    depend on the item.
+    Row 0 is the unscaled model; then, for hop 1, hop 2 and both, enhance and suppress of the own set and of
+    each null (same-count random, matched random draws, wrong-fact sets, the shared neurons alone), all decoded
+    in one batch over one prompt (its keys/values computed once). Draws are stored as "target/null#d/kind".
     """
     s = ctx.settings
     text = format_prompt(item.two_hop, ctx.styles["none"])
     prompt, target = answer_token_ids(ctx.tokenizer, text, item.answer)
-    factors = np.ones((1 + len(CONDITIONS), ctx.cfg.n_layers, ctx.cfg.d_ff), np.float32)
-    present = []
-    for n, name in enumerate(CONDITIONS, start=1):
-        tgt, kind = name.split("/")
-        omega = _target_set(facts, tgt, "random" if kind.startswith("random_") else "neurons")
-        if omega is not None:
-            factors[n, omega[:, 0], omega[:, 1]] = s.enhance if kind.endswith("enhance") else s.suppress
-            present.append((n, name))
+    names, rows = ["base"], [None]
+    for t in TARGETS:
+        seed = (s.seed, stable_seed(item.case_id, t))
+        for null in NULLS:
+            for d, omega in enumerate(_condition_sets(facts, nulls, t, null, s.null_interventions, ctx.cfg, seed)):
+                for kind in KINDS:
+                    names.append(f"{t}/{null}#{d}/{kind}")
+                    rows.append((omega, s.enhance if kind == "enhance" else s.suppress))
+    factors = np.ones((len(rows), ctx.cfg.n_layers, ctx.cfg.d_ff), np.float32)
+    for n, row in enumerate(rows):
+        if row is not None:
+            omega, factor = row
+            factors[n, omega[:, 0], omega[:, 1]] = factor
     gen = generate(ctx.params, ctx.cfg, [prompt] * len(factors), s.answer_tokens, stop_ids=ctx.stop_ids,
                    scale=factors, mode=s.decode_mode, site=s.attribution.site)  # the prompt's KV computed once
     tokens = np.asarray(gen.tokens)
     p_first = np.asarray(jax.nn.softmax(gen.first_logits, axis=-1)[:, target[0]])
     texts = [ctx.decode(row) for row in tokens]
-
-    def outcome(n):
-        return ConditionOutcome(p_first=float(p_first[n]), answer_text=texts[n], correct=ctx.judge(item, texts[n], False))
-
-    return {"base": outcome(0), **{name: outcome(n) for n, name in present}}
+    return {name: ConditionOutcome(p_first=float(p_first[n]), answer_text=texts[n],
+                                   correct=ctx.judge(item, texts[n], False)) for n, name in enumerate(names)}
 
 
-def conflicts(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict], index: dict
+def conflicts(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict], nulls: dict, index: dict
               ) -> list[dict[str, ConflictOutcome]]:
     """Per item and hop: the true fact's scores with a counterfactual hop stated first, and which chain the
     direct answer follows ("true", "counterfactual" or "other")."""
@@ -156,39 +197,41 @@ def conflicts(ctx: StudyContext, items: Sequence[TwoHopItem], facts: list[dict],
         follows = ("true" if ctx.judge(it, text, False) else
                    "counterfactual" if is_correct(text, cf_answer) else "other")
         out[b][f"hop{h}"] = ConflictOutcome(counterfactual=cf, counterfactual_answer=cf_answer, answer_text=text,
-                                            follows=follows, reads=hop_reads(a, {h: facts[b][h]}))
+                                            follows=follows, reads=hop_reads(a, {h: facts[b][h]}, nulls))
     return out
 
 
-def _single(facts: dict[int, FactResult]) -> dict[str, SingleLevels]:
-    return {f"hop{h}": SingleLevels(R=f.single_kn, paper=f.single_kn_paper, R_random=f.single_random,
-                                    paper_random=f.single_random_paper) for h, f in facts.items()}
+def _single(facts: dict[int, FactSets], refined: dict[int, int]) -> dict[str, SingleLevels]:
+    return {f"hop{h}": SingleLevels(R=f.single_R, paper=f.single_paper, random=f.single_random,
+                                    matched=f.single_matched, D=f.single_D, kn=len(f.neurons), refined=refined[h],
+                                    shared_in=len(f.shared_in)) for h, f in facts.items()}
 
 
-def _chunk_key(chunk: Sequence[TwoHopItem]) -> str:
-    return "chunk-" + hashlib.sha256(json.dumps([it.case_id for it in chunk]).encode()).hexdigest()[:16]
+def _chunk_key(chunk: Sequence[TwoHopItem], sets_key: str) -> str:
+    text = json.dumps([[it.case_id for it in chunk], sets_key])
+    return "chunk-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _batched_stages(ctx: StudyContext, store: ResultStore, chunk: Sequence[TwoHopItem], facts: list[dict],
-                    index: dict, progress=None) -> tuple[list[dict], list[dict]]:
+                    nulls: dict, index: dict, key: str, progress=None) -> tuple[list[dict], list[dict]]:
     """The stages that batch the chunk's items (the CoT settings, the conflicts), each saved when it ends.
 
     A chunk is always the same items (fixed positions in the selected list), so a resumed run batches exactly
     as an uninterrupted one and its numbers are identical; a stage already saved is not recomputed.
     """
-    key = _chunk_key(chunk)
     saved = store.chunk_stages(key)
     for setting in ctx.settings.cot:
         name = f"cot:{setting}"
         if name not in saved:
-            rows = no_cot_reads(ctx, chunk, facts) if setting == "none" else cot_reads(ctx, chunk, facts, setting)
+            rows = (no_cot_reads(ctx, chunk, facts, nulls) if setting == "none" else
+                    cot_reads(ctx, chunk, facts, nulls, setting))
             saved[name] = [to_plain(r) for r in rows]
             store.write_chunk_stages(key, saved)
             store.tick()
         if progress:
             progress(name)
     if "conflict" not in saved:
-        saved["conflict"] = [to_plain(c) for c in conflicts(ctx, chunk, facts, index)]
+        saved["conflict"] = [to_plain(c) for c in conflicts(ctx, chunk, facts, nulls, index)]
         store.write_chunk_stages(key, saved)
         store.tick()
     cot = [{c: from_plain(AnswerRead, saved[f"cot:{c}"][b]) for c in ctx.settings.cot} for b in range(len(chunk))]
@@ -196,31 +239,43 @@ def _batched_stages(ctx: StudyContext, store: ResultStore, chunk: Sequence[TwoHo
     return cot, conflict
 
 
-def run_items(ctx: StudyContext, store: ResultStore, selected: Sequence, facts: dict, index: dict
-              ) -> list[ItemResult]:
+def run_items(ctx: StudyContext, store: ResultStore, selected: Sequence, facts: dict, sets: dict, keys: dict,
+              sets_key: str, index: dict) -> list[ItemResult]:
     """Stage 3: per-item measurements in fixed chunks of `batch_size`; each item's file is written as soon as
-    it is complete (its interventions decode per item), the chunk's batched stages as each of them ends."""
-    progress = bar(len(selected), "two-hop items", sum(store.has_item(it.case_id) for it in selected))
+    it is complete (its interventions decode per item), the chunk's batched stages as each of them ends.
+
+    facts: triple -> FactResult; sets: triple -> FactSets; keys: triple -> fact key; sets_key: the sets' hash
+    (an item file measured under other sets counts as missing).
+    """
+    nulls = {keys[t]: v for t, v in sets.items()}
+
+    def done_already(it) -> bool:
+        return store.has_item(it.case_id) and store.item(it.case_id).sets_key == sets_key
+
+    progress = bar(len(selected), "two-hop items", sum(done_already(it) for it in selected))
     done = []
     for start in range(0, len(selected), ctx.settings.batch_size):
         chunk = list(selected[start: start + ctx.settings.batch_size])
-        if all(store.has_item(it.case_id) for it in chunk):
+        if all(done_already(it) for it in chunk):
             continue
-        item_facts = [{h: facts[tuple(it.hop(h).triple_id)] for h in HOPS} for it in chunk]
+        triples = [[tuple(it.hop(h).triple_id) for h in HOPS] for it in chunk]
+        item_sets = [{h: sets[t] for h, t in zip(HOPS, ts)} for ts in triples]
         progress.set_postfix_str("generating")
-        cot, conflict = _batched_stages(ctx, store, chunk, item_facts, index, progress.set_postfix_str)
+        key = _chunk_key(chunk, sets_key)
+        cot, conflict = _batched_stages(ctx, store, chunk, item_sets, nulls, index, key, progress.set_postfix_str)
         progress.set_postfix_str("interventions")
-        for it, f, c, cf in zip(chunk, item_facts, cot, conflict):
-            if store.has_item(it.case_id):
+        for it, ts, f, c, cf in zip(chunk, triples, item_sets, cot, conflict):
+            if done_already(it):
                 continue
+            refined = {h: len(facts[t].refined) for h, t in zip(HOPS, ts)}
             result = ItemResult(case_id=it.case_id, two_hop=it.two_hop, bridge=it.bridge, answer=it.answer,
                                 relations=[it.two_hop_id[0][1], it.two_hop_id[1][1]],
-                                kn_sizes={f"hop{h}": len(f[h].neurons) for h in HOPS}, single=_single(f),
-                                cot=c, interventions=interventions(ctx, it, f), conflict=cf)
+                                facts=[keys[t] for t in ts], sets_key=sets_key, single=_single(f, refined),
+                                cot=c, interventions=interventions(ctx, it, f, nulls), conflict=cf)
             store.write_item(result)
             store.tick()
             done.append(result)
             progress.update(1)
-        store.drop_chunk(_chunk_key(chunk))
+        store.drop_chunk(key)
     progress.close()
     return done

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jax
+import numpy as np
 
 import jaxkn
 from jaxkn.convert.hub import resolve_model
@@ -32,8 +33,10 @@ from jaxkn.experiments.filter_stage import run_filter
 from jaxkn.experiments.item_stage import run_items
 from jaxkn.experiments.report import write_report
 from jaxkn.experiments.results import FactResult, ItemResult, from_json, to_json
+from jaxkn.experiments.sets_stage import run_sets
 from jaxkn.experiments.settings import StudyConfig
 from jaxkn.experiments.store import ResultStore, check_out, fact_key
+from jaxkn.experiments.table import facts_table, item_table
 from jaxkn.runtime import enable_compilation_cache
 from jaxkn.sharding import make_mesh, parse_mesh, shard_params
 
@@ -72,7 +75,7 @@ def load(settings: StudyConfig, mesh=None):
 
 
 def load_dataset(settings: StudyConfig) -> list:
-    return builtin_items() if settings.dataset is None else load_items(settings.dataset)
+    return builtin_items() if settings.dataset is None else load_items(settings.dataset, mquake_cloze=settings.mquake_cloze)
 
 
 class StudyInputError(UserInputError):
@@ -121,41 +124,59 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
         mine = shard_items(selected) if distributed else selected
         key = settings.attribution_key(model_id)
         facts = timed("facts", run_facts, ctx, store, mine, key)
-        timed("items", run_items, ctx, store, mine, facts, counterfactual_index(items))
         if distributed:
-            facts = _merge_hosts(store, mine, len(selected), facts, key)
+            facts = _merge_hosts_facts(store, mine, len(selected), facts, key)  # every host needs every fact
+        keys = {t: fact_key(t, key) for t in facts}
+        sets, sets_key, summary_of_facts = run_sets(ctx, store, facts, keys)
+        timed("items", run_items, ctx, store, mine, facts, sets, keys, sets_key, counterfactual_index(items))
+        if distributed:
+            _merge_hosts_items(store, mine, len(selected))
             if jax.process_index() != 0:
                 return store.root / "report.md"  # process 0 writes the aggregate
         timings = {**store.read("timings.json"), "total_this_session": time.time() - started}
+        chosen = {it.case_id for it in selected}
+        results = [r for r in store.items() if r.case_id in chosen and r.sets_key == sets_key]
         report = write_report(store, settings, model_id=model_id, filter_state=filter_state, n_dataset=len(items),
-                              selected=[it.case_id for it in selected], facts=facts, timings=timings)
+                              selected=[it.case_id for it in selected], table=item_table(results, settings.cot),
+                              facts_summary=summary_of_facts, facts_table=facts_table(facts, sets, keys),
+                              timings=timings)
     finally:
         store.close()
     log(f"report: {report}")
     return report
 
 
-def _merge_hosts(store: ResultStore, mine: Sequence, n_selected: int, facts: dict, attribution_key: str) -> dict:
-    """Gathers every host's item results and facts once; process 0 writes the ones it lacks.
-
-    Returns the facts of every selected item (each host computed only its own items' facts): the summary's fact
-    statistics must cover all of them, as in a single-process run.
-    """
-    local = [{"item": to_json(store.item(it.case_id)),
-              "facts": [[list(it.hop(h).triple_id), to_json(facts[tuple(it.hop(h).triple_id)])] for h in (1, 2)]}
+def _merge_hosts_facts(store: ResultStore, mine: Sequence, n_selected: int, facts: dict, attribution_key: str
+                       ) -> dict:
+    """Every host's facts, gathered once: shared neurons and the wrong-fact null need all of them. Each host
+    writes the fact files (and their activations) it lacks, so the sets stage reads the same files everywhere."""
+    local = [{"facts": [[list(it.hop(h).triple_id), to_json(facts[tuple(it.hop(h).triple_id)]),
+                         store.read_array(f"facts/{fact_key(tuple(it.hop(h).triple_id), attribution_key)}.acts.npy"
+                                          ).tolist(),
+                         store.read_array(f"facts/{fact_key(tuple(it.hop(h).triple_id), attribution_key)}.scores.npy"
+                                          ).tolist()] for h in (1, 2)]}
              for it in mine]
-    everything = gather_results(local, n_selected)
-    check_unique([e["item"] for e in everything], "case_id")
     merged = {}
-    for entry in everything:
-        for triple, fact in entry["facts"]:
-            merged.setdefault(tuple(triple), from_json(FactResult, fact, "gathered fact"))
+    for entry in gather_results(local, n_selected):
+        for triple, fact, acts, scores in entry["facts"]:
+            triple = tuple(triple)
+            if triple in merged:
+                continue
+            merged[triple] = from_json(FactResult, fact, "gathered fact")
+            name = fact_key(triple, attribution_key)
+            if store.fact(name) is None:
+                store.write_array(f"facts/{name}.acts.npy", np.asarray(acts, np.float32))
+                store.write_array(f"facts/{name}.scores.npy", np.asarray(scores, np.float32))
+                store.write_fact(name, merged[triple])
+    return merged
+
+
+def _merge_hosts_items(store: ResultStore, mine: Sequence, n_selected: int) -> None:
+    """Gathers every host's item results once; process 0 writes the ones it lacks."""
+    everything = gather_results([{"item": to_json(store.item(it.case_id))} for it in mine], n_selected)
+    check_unique([e["item"] for e in everything], "case_id")
     if jax.process_index() == 0:
         for entry in everything:
             item = from_json(ItemResult, entry["item"], "gathered item")
             if not store.has_item(item.case_id):
                 store.write_item(item)
-        for triple, fact in merged.items():
-            if store.fact(fact_key(triple, attribution_key)) is None:
-                store.write_fact(fact_key(triple, attribution_key), fact)
-    return merged

@@ -29,36 +29,66 @@ class SchemaError(UserInputError):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FactResult:
-    """One fact's knowledge neurons and single-hop levels (METHOD §4-§5), with the random control beside them.
+    """One fact's attributions and refined sets (METHOD §3-§4): what does not depend on the other facts.
 
     Attributes:
-      queries: the paraphrased queries attributed; answer: the target text; triple / label: the fact.
-      neurons: refined KNs [[layer, index], ...]; random: the same-count-per-layer random control set.
-      loo_sizes: refined-set size of each leave-one-out fold; coarse_sizes: coarse-set size per query.
-      abar / abar_random: mean activation of each neuron of `neurons` / `random` over the queries.
-      prob_first_token: P(first answer token) per query; completeness_error_max: the largest IG completeness error.
-      single_kn / single_random: out-of-sample single-hop level of R (None when every fold is empty);
-      single_*_per_query: the fold values (None where skipped); single_*_paper: the paper's mean-activation score.
+      queries: the paraphrased queries attributed; targets: per query, the name the model said (an alias of
+        `answer` when it said one: its tokens are attributed); answer, aliases: the gold names.
+      triple / label: the fact.
+      refined: the refined KN set [[layer, index], ...]; loo_refined: the leave-one-out folds' sets (fold j
+        without query j); coarse_sizes: coarse-set size per query.
+      prob_first_token: P(first target token) per query.
+      completeness_per_layer: the largest IG completeness error per layer over the queries' rows;
+      points_per_layer: the most integration points a layer used; flagged: (query row, layer) pairs whose
+      completeness error stayed above the tolerance; completeness_error_max: the largest of all.
     """
 
     queries: list[str]
+    targets: list[str]
     answer: str
+    aliases: list[str]
     triple: list[str]
     label: list[str]
-    neurons: list[list[int]]
-    random: list[list[int]]
-    loo_sizes: list[int]
+    refined: list[list[int]]
+    loo_refined: list[list[list[int]]]
     coarse_sizes: list[int]
-    abar: list[float]
-    abar_random: list[float]
     prob_first_token: list[float]
+    completeness_per_layer: list[float]
+    points_per_layer: list[int]
+    flagged: int
     completeness_error_max: float
-    single_kn: float | None
-    single_kn_per_query: list[float | None]
-    single_kn_paper: float | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FactSets:
+    """A fact's KN set for scores and interventions, with its nulls and single-hop levels (METHOD §4-§5).
+
+    Attributes:
+      neurons / abar: the set (`StudyConfig.kn_set`: refined minus shared by default) and its neurons' mean
+        activation over the fact's queries; shared_in: the shared neurons of the refined set.
+      random / abar_random: same count per layer, seeded (the first version's control).
+      matched / matched_abar: matched random draws (per KN a neuron of the same layer and |abar| decile).
+      wrong: the keys of the wrong-fact null (other studied facts with another answer, same relation first).
+      single_R / single_R_per_query: leave-one-out single-hop level of R; single_paper: the paper's mean
+        activation; single_random, single_matched: the same for the nulls; single_D / single_D_per_query: the
+        specific score's level (R own minus mean R of the wrong-fact sets). None where undefined.
+    """
+
+    neurons: list[list[int]]
+    abar: list[float]
+    shared_in: list[list[int]]
+    random: list[list[int]]
+    abar_random: list[float]
+    matched: list[list[list[int]]]
+    matched_abar: list[list[float]]
+    wrong: list[str]
+    single_R: float | None
+    single_R_per_query: list[float | None]
+    single_paper: float | None
     single_random: float | None
-    single_random_per_query: list[float | None]
-    single_random_paper: float | None
+    single_matched: float | None
+    single_D: float | None
+    single_D_per_query: list[float | None]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -100,12 +130,16 @@ class ConflictOutcome:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SingleLevels:
-    """A hop's single-hop levels copied from its fact (so an item file stands alone)."""
+    """A hop's single-hop levels and set sizes copied from its fact's sets (so an item file stands alone)."""
 
     R: float | None
     paper: float | None
-    R_random: float | None
-    paper_random: float | None
+    random: float | None
+    matched: float | None
+    D: float | None
+    kn: int
+    refined: int
+    shared_in: int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -113,8 +147,11 @@ class ItemResult:
     """Every measurement of one two-hop item.
 
     Attributes:
-      case_id, two_hop, bridge, answer, relations: the item.
-      kn_sizes: refined-set size per hop ("hop1", "hop2"); single: single-hop levels per hop.
+      case_id, two_hop, bridge, answer, relations: the item; facts: its two facts' keys (items sharing a fact
+        are not independent: the analysis resamples by fact cluster).
+      sets_key: the hash of the KN sets and nulls it was measured with (shared neurons depend on every studied
+        fact: an item measured under other sets is measured again).
+      single: single-hop levels and set sizes per hop ("hop1", "hop2").
       cot: per CoT setting ("none", "zero_shot", "few_shot") the answer and the reads.
       interventions: "base" (unscaled) and each condition ("hop1/enhance", "both/random_suppress", ...).
       conflict: per hop ("hop1", "hop2") the knowledge-conflict outcome (absent when no counterfactual exists).
@@ -125,7 +162,8 @@ class ItemResult:
     bridge: str
     answer: str
     relations: list[str]
-    kn_sizes: dict[str, int]
+    facts: list[str]
+    sets_key: str
     single: dict[str, SingleLevels]
     cot: dict[str, AnswerRead]
     interventions: dict[str, ConditionOutcome]
@@ -140,10 +178,15 @@ class StudySummary:
       settings: `StudyConfig.to_dict()`; model_id: the model and its config digest; regenerate: the command.
       dataset: path and item count; filter: screened / kept / studied and counts per relation pair.
       skipped: items the study could not measure, with their case_id and reason.
-      facts: fact-level statistics (unique facts, empty sets, IG completeness).
+      facts: fact-level counts (unique facts, empty KN sets).
+      attribution: "completeness" ({"max", "median", "flagged_layers", "points_per_layer"}) and
+        "completeness_per_layer_max" (IG completeness error per layer, largest over facts).
+      neurons: "shared" ([{"neuron": [layer, index], "facts": n}, ...]), "shared_rule", "kn_counts_per_layer".
+      controls: the nulls measured ("wrong_fact", "matched_random", "random", "shared").
       conventions: what the scores, the conflict statement and the interventions mean.
       timings_s: stage wall times summed over every session on the folder.
-      numbers: every number of `experiments.analysis.analyse`; verdicts: one per claim; figures: PNG paths.
+      numbers: every number of `experiments.analysis.analyse`; verdicts: one per claim (each naming its null and
+        score); figures: PNG paths.
     """
 
     settings: dict[str, Any]
@@ -155,6 +198,9 @@ class StudySummary:
     conventions: dict[str, str]
     timings_s: dict[str, float]
     numbers: dict[str, Any]
+    attribution: dict[str, Any] = dataclasses.field(default_factory=dict)
+    neurons: dict[str, Any] = dataclasses.field(default_factory=dict)
+    controls: list[str] = dataclasses.field(default_factory=list)
     verdicts: dict[str, Any] = dataclasses.field(default_factory=dict)
     figures: list[str] = dataclasses.field(default_factory=list)
     skipped: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -23,6 +23,8 @@ from jaxkn.attribution import AttributionConfig
 from jaxkn.data.prompts import COT_MODES
 from jaxkn.generate import MODES as DECODE_MODES
 from jaxkn.neurons import REFINE_RULES
+from jaxkn.presets import KN_SETS, PRESETS
+from jaxkn.presets import SCORES as SCORE_KINDS
 from jaxkn.recall import SUMMARIES
 from jaxkn.sharding import RULES as SHARDING_RULES
 
@@ -41,7 +43,8 @@ def setting(default, scope: str, *, choices: tuple | None = None, flag: str | No
     return dataclasses.field(default=default, metadata=meta)
 
 
-DEFAULT_ATTRIBUTION = AttributionConfig()  # product site, zero baseline, left Riemann m = 20 (METHOD §3)
+# The converged preset (METHOD §10): every layer's completeness error within 0.01, points spent where needed.
+DEFAULT_ATTRIBUTION = AttributionConfig(tolerance=0.01)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,10 +59,18 @@ class StudyConfig:
       screen: screen at most SCREEN x LIMIT candidates (a model that knows little would otherwise screen the whole dataset).
       cot: comma-separated CoT settings to run (none, zero_shot, few_shot); none always runs.
       seed: seeds candidate order, random controls, counterfactual choices and the bootstrap.
+      preset: the named bundle of settings the run started from (METHOD §10); settings given beside it override it.
+      preset_overrides: the settings given beside the preset whose value differs from the preset's (recorded).
       attribution: integrated-gradients settings (the library's AttributionConfig; its fields are flags of their own).
       threshold_t: coarse KNs: Attr > t * max over the prompt (METHOD §4).
       share_p: refined KNs: coarse in at least p * n of the hop's n paraphrases (METHOD §4).
-      refine_rule: how coarse sets are refined (METHOD §4).
+      refine_rule: how coarse sets are refined (METHOD §4; "none": a neuron coarse in any query).
+      shared_s: a neuron refined for at least max(shared_min_facts, s * N) of the N studied facts is shared (METHOD §4).
+      shared_min_facts: the fewest facts that make a neuron shared.
+      kn_set: the set every score and intervention uses: specific (refined minus shared), refined, or coarse.
+      score: the headline score: specific (D, against the wrong-fact null) or R (METHOD §5); both are reported.
+      matched_draws: matched random null draws for scores (same layer, same |abar| decile per KN).
+      null_interventions: draws of each null (matched random, wrong-fact sets) decoded as interventions.
       queries_per_hop: paraphrased queries per hop used to find its neurons (the first n of the item's list; at least 2).
       mquake_cloze: for MQuAKE items (one question per hop), add the hop's cloze statement as a second query.
       tau: recalled := two-hop level >= tau * single-hop level (METHOD §5).
@@ -83,10 +94,19 @@ class StudyConfig:
     screen: int = setting(25, "run")
     cot: tuple[str, ...] = setting(COT_SETTINGS, "item", choices=COT_SETTINGS)
     seed: int = setting(0, "fact")
+    preset: str = setting("converged", "run", choices=tuple(PRESETS))
+    preset_overrides: tuple[str, ...] = setting((), "run")
     attribution: AttributionConfig = setting(DEFAULT_ATTRIBUTION, "fact")
     threshold_t: float = setting(0.2, "fact", aliases=("--t",))
     share_p: float = setting(0.5, "fact", aliases=("--p",))
-    refine_rule: str = setting("fraction", "fact", choices=REFINE_RULES)
+    refine_rule: str = setting("fraction", "fact", choices=tuple(r for r in REFINE_RULES if r != "dai_adaptive")
+                               + ("none",))
+    shared_s: float = setting(0.1, "item")
+    shared_min_facts: int = setting(3, "item")
+    kn_set: str = setting("specific", "item", choices=KN_SETS)
+    score: str = setting("specific", "aggregate", choices=SCORE_KINDS)
+    matched_draws: int = setting(100, "item")
+    null_interventions: int = setting(3, "item")
     queries_per_hop: int = setting(4, "fact")
     mquake_cloze: bool = setting(False, "fact")
     tau: float = setting(0.5, "aggregate")
@@ -128,6 +148,12 @@ class StudyConfig:
             (self.bootstrap >= 10, "--bootstrap", f"needs >= 10 resamples, got {self.bootstrap}"),
             (all(map(_finite, (self.enhance, self.suppress))), "--enhance/--suppress", "factors must be finite"),
             (self.attribution.layers is None, "--layers", "the study attributes every layer (METHOD §3)"),
+            (0 <= self.shared_s <= 1, "--shared-s", f"must be in [0, 1], got {self.shared_s}"),
+            (self.shared_min_facts >= 1, "--shared-min-facts", f"must be >= 1, got {self.shared_min_facts}"),
+            (self.matched_draws >= 1, "--matched-draws", f"must be >= 1, got {self.matched_draws}"),
+            (self.null_interventions >= 1, "--null-interventions", f"must be >= 1, got {self.null_interventions}"),
+            ((self.refine_rule == "none") == (self.kn_set == "coarse"), "--kn-set",
+             "coarse goes with --refine-rule none, and only with it"),
         )
         for ok, flag, message in checks:
             if not ok:

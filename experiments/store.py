@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jaxkn.errors import UserInputError
 from jaxkn.experiments.results import SCHEMA_VERSION, FactResult, ItemResult, from_json, to_json
 
@@ -163,6 +165,23 @@ class ResultStore:
 
     def write_fact(self, key: str, result: FactResult) -> Path:
         return write_json(self.facts_dir / f"{key}.json", to_json(result))
+
+    def write_array(self, name: str, array) -> Path:
+        """Writes a numpy array as `name` (.npy) atomically (temp file in the same folder, then rename)."""
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.asarray(array))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def read_array(self, name: str):
+        return np.load(self.root / name, allow_pickle=False)  # never unpickle
 
     def read(self, name: str) -> Any | None:
         path = self.root / name

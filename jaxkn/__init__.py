@@ -62,7 +62,7 @@ from jaxkn.interventions import (  # noqa: E402
     sweep_factors,
     sweep_sets,
 )
-from jaxkn.edits import edit_toward_token, erase_neurons  # noqa: E402
+from jaxkn.weight_edits import edit_toward_token, erase_neurons  # noqa: E402
 # 5. Recall: KN scores and single-/two-hop levels.
 from jaxkn.recall import (  # noqa: E402
     hop_recall, kn_score, relative_score, single_hop_level, site_activations, two_hop_level,

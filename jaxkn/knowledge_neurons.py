@@ -1,6 +1,6 @@
 """EleutherAI's `KnowledgeNeurons` workflow over a jaxkn model: the same method names, argument names and
 returned layouts, computed by jaxkn's pure functions (`jaxkn.attribution`, `jaxkn.neurons`,
-`jaxkn.interventions`, `jaxkn.edits`).
+`jaxkn.interventions`, `jaxkn.weight_edits`).
 
 Where this class follows EleutherAI `knowledge-neurons` and where it does not:
 - Defaults are EleutherAI's: coarse `adaptive_threshold` 0.3 and the `strict` refine rule (coarse in more than
@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from jaxkn import edits
 from jaxkn import interventions as iv
+from jaxkn import weight_edits
 from jaxkn.attribution import AttributionConfig, Attributions, answer_token_ids, attribute
 from jaxkn.neurons import (
     coarse_mask,
@@ -238,9 +238,9 @@ class KnowledgeNeurons:
     def erase_knowledge(self, prompt: str, target: str, neurons, erase_value: str = "zero",
                         undo_modification: bool = True, quiet: bool = True, unk_token_id: int | None = None
                         ) -> tuple[dict, Callable]:
-        """Erases the neurons' value vectors (`jaxkn.edits.erase_neurons`: "zero", or "unk" with
+        """Erases the neurons' value vectors (`jaxkn.weight_edits.erase_neurons`: "zero", or "unk" with
         `unk_token_id`) and measures P(target) before and after; returns ({"before", "after"}, undo)."""
-        new_params = edits.erase_neurons(self.params, neurons, mode=erase_value, unk_token_id=unk_token_id,
+        new_params = weight_edits.erase_neurons(self.params, neurons, mode=erase_value, unk_token_id=unk_token_id,
                                          site=self.attribution_config.site)
         results = self._report(dict(before=self.measure(prompt, target),
                                     after=self.measure(prompt, target, params=new_params)), quiet)
@@ -248,12 +248,12 @@ class KnowledgeNeurons:
 
     def edit_knowledge(self, prompt: str, target: str, neurons, undo_modification: bool = True,
                        quiet: bool = True, alpha: float = 2.0) -> tuple[dict, Callable]:
-        """Moves the value vectors by alpha * (E[target] - E[original prediction]) (`jaxkn.edits.
+        """Moves the value vectors by alpha * (E[target] - E[original prediction]) (`jaxkn.weight_edits.
         edit_toward_token`; the original prediction is the greedy first token, target its first token)."""
         before = self.measure(prompt, target)
         prompt_ids, target_ids = self._ids(prompt, target)
         first = iv.generate_under(self.params, self.cfg, [prompt_ids], 1, self._with_standing(None))
-        new_params = edits.edit_toward_token(self.params, neurons, target_ids[0],
+        new_params = weight_edits.edit_toward_token(self.params, neurons, target_ids[0],
                                              source_id=int(np.asarray(first.tokens)[0, 0]), alpha=alpha,
                                              site=self.attribution_config.site)
         results = self._report(dict(before=before, after=self.measure(prompt, target, params=new_params)), quiet)

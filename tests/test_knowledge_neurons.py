@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxkn import edits
 from jaxkn import interventions as iv
+from jaxkn import weight_edits as edits
 from jaxkn.attribution import AttributionConfig, answer_token_ids, attribute_ids
 from jaxkn.knowledge_neurons import KnowledgeNeurons
 from jaxkn.neurons import coarse_neurons, drop_negative, mask_neurons, refined_neurons, to_eleuther

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from jaxkn.attribution.chunking import auto_point_chunk, map_point_chunks
 from jaxkn.attribution.config import AttributionConfig
 from jaxkn.attribution.inputs import AttributionBatch
 from jaxkn.attribution.results import PointGradients, gold_probability
@@ -111,76 +112,141 @@ def _row_layout(starts: tuple[int, ...], n_answers: int, n_points: int):
     return s.ravel(), a.ravel(), k.ravel()
 
 
+def _run_span(params, batch: AttributionBatch, cfg: ModelConfig, site: str, keys, values, state, lo: int, hi: int):
+    """Runs the rows of `state` through layers lo..hi-1 against the cached keys/values; returns their residual.
+
+    state = (x [B, N, D], shift [B, N, F], t [B, N], start [N], slot [N]): a row's residual, the edit terms
+    written at its start layer, its start layer and its answer slot.
+    """
+    x, shift, t, start, slot = state
+    kv_positions = default_positions(batch.valid)  # [B, S]
+    index = batch.answer_positions[:, slot]  # [B, N]: the token index each row reads at
+    rope_position = jnp.take_along_axis(kv_positions, index, axis=1)
+    cos, sin = rope_tables(cfg, rope_position)
+    # cached keys strictly before the row's index: the row's own new key replaces the cached one there
+    earlier = jnp.arange(kv_positions.shape[1])[None, None, :] < index[:, :, None]
+    cache_mask = attention_mask(cfg, rope_position, kv_positions, batch.valid) & earlier
+    edit_scale = t[:, :, None]
+
+    def body(x, layer_inputs):
+        lp, k_cache, v_cache, index = layer_inputs
+        cos_l, sin_l, mask_l = layer_view(cfg, index, cos, sin, cache_mask)  # the layer's kind (Gemma)
+        q, k, v = project_qkv(cfg, lp, norm(cfg, x, lp["attn_norm"]), cos_l, sin_l)
+        x = attention_residual(cfg, lp, x, attend_rows(cfg, q, k, v, k_cache, v_cache, mask_l))
+        where = (start == index).astype(x.dtype)[None, :, None]
+        edit = SiteEdit(scale=edit_scale, shift=shift, where=where, site=site)
+        x, _ = mlp_residual(cfg, lp, x, (edit,))
+        return x, None
+
+    span = jax.tree_util.tree_map(lambda w: w[lo:hi], params["layers"])
+    x, _ = jax.lax.scan(body, x, (span, keys[lo:hi], values[lo:hi], jnp.arange(lo, hi)))
+    return x
+
+
+def _started_rows(resid, lo: int, base: Float[Array, "N B F"], t: Float[Array, "B N"], start, slot, probe):
+    """State of rows that enter at layer lo with the prefix's residual (they run unchanged up to `start`)."""
+    shift = (1 - t)[:, :, None] * jnp.swapaxes(base, 0, 1) + probe  # [B, N, F]
+    return resid[lo][:, slot], shift, t, start, slot
+
+
+def _point_chunk(cfg: ModelConfig, config: AttributionConfig, n_rows: int, rows_per_point: int, n_points: int,
+                 dtype) -> int:
+    return config.point_chunk or auto_point_chunk(cfg, n_rows * rows_per_point, n_points, jnp.dtype(dtype).itemsize)
+
+
+def _answer_nodes(nodes: Float[Array, "L B A M"], slots, a, k) -> Float[Array, "B N"]:
+    """t of each row (attributed-layer slot, answer slot, point) for every prompt."""
+    return jnp.moveaxis(nodes[np.asarray(slots), :, np.asarray(a), np.asarray(k)], 0, 1)
+
+
 def fast_point_gradients(params, batch: AttributionBatch, cfg: ModelConfig, config: AttributionConfig,
-                         baseline: Float[Array, "L B A F"], nodes: Float[Array, "M"]) -> PointGradients:
-    """Same contract as `jaxkn.attribution.reference_point_gradients`, by the cached-prefix schedule."""
+                         baseline: Float[Array, "L B A F"], nodes: Float[Array, "L B A M"]) -> PointGradients:
+    """Same contract as `jaxkn.attribution.reference_point_gradients`, by the cached-prefix schedule
+    (the layers are `config.layers`, static; the points are evaluated `config.point_chunk` at a time)."""
     layers = config.layer_indices(cfg.n_layers)
     n_rows, n_answers = batch.answer_tokens.shape
-    n_points = nodes.shape[0]
     resid, keys, values, acts_all, prob_actual = prefix_pass(params, batch, cfg, config.site)
     dtype = resid.dtype
     slot_of_layer = {layer: i for i, layer in enumerate(layers)}
     group = config.layers_per_group or default_group(len(layers), cfg.n_layers - min(layers))
     groups = [(lo, hi, tuple(sorted(l for l in layers if lo <= l < hi)))
               for lo, hi in _schedule(min(layers), cfg.n_layers, group)]
-    kv_positions = default_positions(batch.valid)  # [B, S]
 
-    def new_rows(lo: int, starts: tuple[int, ...], probe):
-        """Residual, metadata and edit terms of the rows that start in a group."""
-        s, a, k = _row_layout(starts, n_answers, n_points)
-        base = baseline[np.asarray([slot_of_layer[i] for i in s])]  # [N, B, A, F]
-        base = jnp.take_along_axis(base, jnp.asarray(a)[:, None, None, None], axis=2)[:, :, 0]  # [N, B, F]
-        t = nodes.astype(dtype)[k]  # [N]
-        shift = (1 - t)[None, :, None] * jnp.swapaxes(base, 0, 1) + probe  # [B, N, F]
-        x = resid[lo][:, a]  # [B, N, D]
-        return x, shift, jnp.broadcast_to(t, (n_rows, len(t))), jnp.asarray(s), jnp.asarray(a)
+    def chunk_gradients(nodes):
+        n_points = nodes.shape[-1]
 
-    def run_group(state, lo: int, hi: int):
-        x, shift, t, start, slot = state
-        index = batch.answer_positions[:, slot]  # [B, N]: the token index each row reads at
-        rope_position = jnp.take_along_axis(kv_positions, index, axis=1)
-        cos, sin = rope_tables(cfg, rope_position)
-        # cached keys strictly before the row's index: the row's own new key replaces the cached one there
-        earlier = jnp.arange(kv_positions.shape[1])[None, None, :] < index[:, :, None]
-        cache_mask = attention_mask(cfg, rope_position, kv_positions, batch.valid) & earlier
-        edit_scale = t[:, :, None]
+        def new_rows(lo: int, starts: tuple[int, ...], probe):
+            """Residual, metadata and edit terms of the rows that start in a group."""
+            s, a, k = _row_layout(starts, n_answers, n_points)
+            slots = [slot_of_layer[i] for i in s]
+            base = baseline[np.asarray(slots)]  # [N, B, A, F]
+            base = jnp.take_along_axis(base, jnp.asarray(a)[:, None, None, None], axis=2)[:, :, 0]  # [N, B, F]
+            t = _answer_nodes(nodes, slots, a, k).astype(dtype)
+            return _started_rows(resid, lo, base, t, jnp.asarray(s), jnp.asarray(a), probe)
 
-        def body(x, layer_inputs):
-            lp, k_cache, v_cache, index = layer_inputs
-            cos_l, sin_l, mask_l = layer_view(cfg, index, cos, sin, cache_mask)  # the layer's kind (Gemma)
-            q, k, v = project_qkv(cfg, lp, norm(cfg, x, lp["attn_norm"]), cos_l, sin_l)
-            x = attention_residual(cfg, lp, x, attend_rows(cfg, q, k, v, k_cache, v_cache, mask_l))
-            where = (start == index).astype(dtype)[None, :, None]
-            edit = SiteEdit(scale=edit_scale, shift=shift, where=where, site=config.site)
-            x, _ = mlp_residual(cfg, lp, x, (edit,))
-            return x, None
+        def total_probability(probes):
+            state = None
+            for (lo, hi, starts), probe in zip(groups, probes):
+                if starts:
+                    fresh = new_rows(lo, starts, probe)
+                    state = fresh if state is None else tuple(
+                        jnp.concatenate([old, new], axis=1 if old.ndim > 1 else 0) for old, new in zip(state, fresh))
+                state = (_run_span(params, batch, cfg, config.site, keys, values, state, lo, hi),) + state[1:]
+            x, _, _, _, slot = state
+            logits = lm_head(cfg, params, x)  # [B, N, V]: only the rows' positions, never the prompt's
+            probs = gold_probability(logits, batch.answer_tokens[:, slot])
+            return probs.sum(), probs
 
-        span = jax.tree_util.tree_map(lambda w: w[lo:hi], params["layers"])
-        x, _ = jax.lax.scan(body, x, (span, keys[lo:hi], values[lo:hi], jnp.arange(lo, hi)))
-        return x
+        probes = [jnp.zeros((n_rows, len(starts) * n_answers * n_points, cfg.d_ff), dtype)
+                  for _, _, starts in groups]
+        grads, probs = jax.grad(total_probability, has_aux=True)(probes)
+        grads = jnp.concatenate(grads, axis=1).reshape(n_rows, len(layers), n_answers, n_points, cfg.d_ff)
+        probs = probs.reshape(n_rows, len(layers), n_answers, n_points)
+        # rows are ordered by start layer ascending; restore the order of config.layers
+        order = np.argsort(np.argsort(np.asarray(layers)))
+        return jnp.moveaxis(grads, 1, 0)[order], jnp.moveaxis(probs, 1, 0)[order]
 
-    def total_probability(probes):
-        state = None
-        for (lo, hi, starts), probe in zip(groups, probes):
-            if starts:
-                fresh = new_rows(lo, starts, probe)
-                state = fresh if state is None else tuple(
-                    jnp.concatenate([old, new], axis=1 if old.ndim > 1 else 0) for old, new in zip(state, fresh))
-            state = (run_group(state, lo, hi),) + state[1:]
-        x, _, _, _, slot = state
-        logits = lm_head(cfg, params, x)  # [B, N, V]: only the rows' positions, never the prompt's
-        probs = gold_probability(logits, batch.answer_tokens[:, slot])
-        return probs.sum(), probs
-
-    probes = [jnp.zeros((n_rows, len(starts) * n_answers * n_points, cfg.d_ff), dtype) for _, _, starts in groups]
-    grads, probs = jax.grad(total_probability, has_aux=True)(probes)
-    grads = jnp.concatenate(grads, axis=1).reshape(n_rows, len(layers), n_answers, n_points, cfg.d_ff)
-    probs = probs.reshape(n_rows, len(layers), n_answers, n_points)
-    # rows are ordered by start layer ascending; restore the order of config.layers
-    order = np.argsort(np.argsort(np.asarray(layers)))
-    grads, probs = jnp.moveaxis(grads, 1, 0)[order], jnp.moveaxis(probs, 1, 0)[order]
-    acts = acts_all[np.asarray(layers)]
-    return PointGradients(acts, grads, probs, prob_actual)
+    chunk = _point_chunk(cfg, config, n_rows, len(layers) * n_answers, nodes.shape[-1], dtype)
+    grads, probs = map_point_chunks(chunk_gradients, nodes, chunk)
+    return PointGradients(acts_all[np.asarray(layers)], grads, probs, prob_actual)
 
 
-__all__ = ["prefix_pass", "attend_rows", "fast_point_gradients", "default_group"]
+def fast_point_gradients_at(params, batch: AttributionBatch, cfg: ModelConfig, config: AttributionConfig,
+                            layers: Int[Array, "L"], baseline: Float[Array, "L B A F"],
+                            nodes: Float[Array, "L B A M"]) -> PointGradients:
+    """`fast_point_gradients` for a traced list of layers (any of `config.layers`, repeats allowed).
+
+    Converged mode redoes a data-dependent subset of layers; with the layers traced, one compiled program
+    serves every subset of a given size. All rows enter at the lowest of `config.layers` and run one scan to
+    the top, the edit written at each row's own start layer: up to twice the arithmetic of the static
+    schedule, on the few layers that need more points.
+    """
+    n_rows, n_answers = batch.answer_tokens.shape
+    lo = min(config.layer_indices(cfg.n_layers))
+    resid, keys, values, acts_all, prob_actual = prefix_pass(params, batch, cfg, config.site)
+    dtype = resid.dtype
+    n_slots = layers.shape[0]
+
+    def chunk_gradients(nodes):
+        n_points = nodes.shape[-1]
+        j, a, k = _row_layout(tuple(range(n_slots)), n_answers, n_points)
+        base = jnp.moveaxis(baseline[np.asarray(j), :, np.asarray(a)], 0, 0)  # [N, B, F]
+        t = _answer_nodes(nodes, j, a, k).astype(dtype)
+
+        def total_probability(probe):
+            state = _started_rows(resid, lo, base, t, layers[np.asarray(j)], jnp.asarray(a), probe)
+            x = _run_span(params, batch, cfg, config.site, keys, values, state, lo, cfg.n_layers)
+            probs = gold_probability(lm_head(cfg, params, x), batch.answer_tokens[:, jnp.asarray(a)])
+            return probs.sum(), probs
+
+        probe = jnp.zeros((n_rows, len(j), cfg.d_ff), dtype)
+        grads, probs = jax.grad(total_probability, has_aux=True)(probe)
+        grads = jnp.moveaxis(grads.reshape(n_rows, n_slots, n_answers, n_points, cfg.d_ff), 1, 0)
+        return grads, jnp.moveaxis(probs.reshape(n_rows, n_slots, n_answers, n_points), 1, 0)
+
+    chunk = _point_chunk(cfg, config, n_rows, n_slots * n_answers, nodes.shape[-1], dtype)
+    grads, probs = map_point_chunks(chunk_gradients, nodes, chunk)
+    return PointGradients(acts_all[layers], grads, probs, prob_actual)
+
+
+__all__ = ["prefix_pass", "attend_rows", "fast_point_gradients", "fast_point_gradients_at", "default_group"]

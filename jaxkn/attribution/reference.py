@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
+from jaxkn.attribution.chunking import auto_point_chunk, map_point_chunks
 from jaxkn.attribution.config import AttributionConfig
 from jaxkn.attribution.inputs import AttributionBatch
 from jaxkn.attribution.results import PointGradients, gold_probability
@@ -15,9 +16,16 @@ from jaxkn.site import SiteEdit
 
 
 def reference_point_gradients(params, batch: AttributionBatch, cfg: ModelConfig, config: AttributionConfig,
-                              baseline: Float[Array, "L B A F"], nodes: Float[Array, "M"]) -> PointGradients:
-    """dP/da' at every point by a full forward/backward of the whole row per (layer, answer token, point)."""
-    layers = jnp.asarray(config.layer_indices(cfg.n_layers))
+                              baseline: Float[Array, "L B A F"], nodes: Float[Array, "L B A M"],
+                              layers: Int[Array, "L"] | None = None) -> PointGradients:
+    """dP/da' at every point by a full forward/backward of the whole row per (layer, answer token, point).
+
+    Args:
+      baseline: b per attributed layer, row and answer slot.
+      nodes: the points t per attributed layer, row and answer slot (each may have its own rule).
+      layers: the model layers the L axis holds (traced; default `config.layers`).
+    """
+    layers = jnp.asarray(config.layer_indices(cfg.n_layers) if layers is None else layers)
     out = forward(params, batch.tokens, cfg, valid=batch.valid, capture=(config.site,),
                   capture_at=batch.answer_positions, logits_at=batch.answer_positions)
     acts = out.captures[config.site][layers]
@@ -35,14 +43,21 @@ def reference_point_gradients(params, batch: AttributionBatch, cfg: ModelConfig,
 
     value_and_grad = jax.value_and_grad(prob_at)
     over_points = jax.vmap(value_and_grad, in_axes=(None, None, None, None, None, None, 0, None))
-    over_answers = jax.vmap(over_points, in_axes=(None, None, None, 0, 0, None, None, 0))
-    over_rows = jax.vmap(over_answers, in_axes=(None, 0, 0, 0, 0, None, None, 0))
+    over_answers = jax.vmap(over_points, in_axes=(None, None, None, 0, 0, None, 0, 0))
+    over_rows = jax.vmap(over_answers, in_axes=(None, 0, 0, 0, 0, None, 0, 0))
+    n_rows, n_answers = batch.answer_tokens.shape
+    # a reference row carries all T positions through every layer
+    chunk = config.point_chunk or auto_point_chunk(cfg, n_rows * n_answers * width, nodes.shape[-1], dtype.itemsize)
 
     def one_layer(args):
-        layer, base = args  # base [B, A, F]
-        probs, grads = over_rows(jnp.zeros(cfg.d_ff, dtype), batch.tokens, batch.valid, batch.answer_positions,
-                                 batch.answer_tokens, layer, nodes.astype(dtype), base)
-        return grads, probs
+        layer, base, t = args  # base [B, A, F], t [B, A, M]
 
-    grads, probs = jax.lax.map(one_layer, (layers, baseline))
+        def points(t):
+            probs, grads = over_rows(jnp.zeros(cfg.d_ff, dtype), batch.tokens, batch.valid,
+                                     batch.answer_positions, batch.answer_tokens, layer, t.astype(dtype), base)
+            return grads, probs  # [B, A, m, F], [B, A, m]
+
+        return map_point_chunks(points, t, chunk)
+
+    grads, probs = jax.lax.map(one_layer, (layers, baseline, nodes))
     return PointGradients(acts, grads, probs, gold_probability(out.logits, batch.answer_tokens))

@@ -28,6 +28,10 @@ class Attributions:
       prob_actual: P(y_k) of the unmodified model, [B, A] (0 where answer_mask is False).
       prob_baseline: P(y_k) with layer l's site at the baseline, [B, L, A].
       answer_mask: which answer slots are real tokens, [B, A].
+      points_per_layer: integration points of the rule that produced each (prompt, layer)'s scores, [B, L]
+        (the fixed rule's `steps`; in converged mode the round that met the tolerance, or the last one).
+      flagged: completeness error above `config.tolerance` after the point budget, [B, L] (all False
+        without a tolerance).
       layers: the model layers the L axis holds.
       config: the `AttributionConfig` used.
     """
@@ -37,6 +41,8 @@ class Attributions:
     prob_actual: Float[Array, "B A"]
     prob_baseline: Float[Array, "B L A"]
     answer_mask: Bool[Array, "B A"]
+    points_per_layer: Int[Array, "B L"]
+    flagged: Bool[Array, "B L"]
     layers: tuple[int, ...] = dataclasses.field(metadata=dict(static=True))
     config: AttributionConfig = dataclasses.field(metadata=dict(static=True))
 
@@ -45,6 +51,22 @@ class Attributions:
         full = np.full((self.scores.shape[0], n_layers, self.scores.shape[2]), np.nan, np.float64)
         full[:, list(self.layers)] = np.asarray(self.scores)
         return full
+
+
+def completeness_summary(attrs_list) -> dict:
+    """The completeness record of a study (its summary.json keys): over every (prompt, layer) of the given
+    `Attributions` (all over the same layers), the largest and the median completeness error, how many
+    (prompt, layer) pairs are flagged, and per layer the most points any prompt used."""
+    attrs_list = list(attrs_list)
+    if not attrs_list:
+        raise ValueError("completeness_summary needs at least one Attributions")
+    if len({a.layers for a in attrs_list}) != 1:
+        raise ValueError("completeness_summary: the Attributions cover different layers; summarise each set apart")
+    errors = np.concatenate([np.asarray(a.completeness_error, np.float64).ravel() for a in attrs_list])
+    points = np.concatenate([np.asarray(a.points_per_layer) for a in attrs_list], axis=0)
+    return {"max": float(errors.max()), "median": float(np.median(errors)),
+            "flagged_layers": int(sum(np.asarray(a.flagged).sum() for a in attrs_list)),
+            "points_per_layer": [int(n) for n in points.max(axis=0)]}
 
 
 class PointGradients(NamedTuple):

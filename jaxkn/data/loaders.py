@@ -145,8 +145,16 @@ def _field(rec: dict, index: int, field: str, kind: type) -> Any:
     return rec[field]
 
 
-def mquake_to_record(rec: Any, index: int) -> dict[str, Any] | None:
+def _aliases(d: dict) -> list[str]:
+    """MQuAKE's `answer_alias` plus `answer_extended` (MQuAKE-T's extra accepted answers), without repeats."""
+    return list(dict.fromkeys(list(d.get("answer_alias", []) or []) + list(d.get("answer_extended", []) or [])))
+
+
+def mquake_to_record(rec: Any, index: int, *, cloze: bool = False) -> dict[str, Any] | None:
     """One MQuAKE case as a TFRKN record with aliases, or None when it is not a 2-hop case.
+
+    MQuAKE has one question per hop; with `cloze`, the hop's cloze statement ("The capital of France is") is a
+    second query, so the study's out-of-sample single-hop level (which leaves one query out) is defined.
 
     Raises ItemFormatError for the first field that is not MQuAKE's shape (the loader collects them all).
     """
@@ -166,14 +174,19 @@ def mquake_to_record(rec: Any, index: int) -> dict[str, Any] | None:
         "case_id": rec.get("case_id", index),
         "two_hop": questions[0],
         "two_hop_paraphrases": list(questions[1:]),
-        "fact1_query": [hops[0]["question"]], "fact1_ans": hops[0]["answer"],
-        "fact1_ans_alias": list(hops[0].get("answer_alias", [])),
-        "fact2_query": [hops[1]["question"]], "fact2_ans": hops[1]["answer"],
-        "fact2_ans_alias": list(hops[1].get("answer_alias", [])),
-        "two_hop_ans_alias": list(rec.get("answer_alias", [])),
+        "fact1_query": _queries(hops[0], cloze), "fact1_ans": hops[0]["answer"],
+        "fact1_ans_alias": _aliases(hops[0]),
+        "fact2_query": _queries(hops[1], cloze), "fact2_ans": hops[1]["answer"],
+        "fact2_ans_alias": _aliases(hops[1]),
+        "two_hop_ans_alias": _aliases(rec),
         "two_hop_id": orig.get("triples"),
         "two_hop_label": orig.get("triples_labeled"),
     }
+
+
+def _queries(hop: dict, cloze: bool) -> list[str]:
+    extra = [hop["cloze"]] if cloze and isinstance(hop.get("cloze"), str) and hop["cloze"].strip() else []
+    return [hop["question"], *extra]
 
 
 def _case_id(rec: Any) -> Any:
@@ -181,8 +194,10 @@ def _case_id(rec: Any) -> Any:
     return value if isinstance(value, (int, str)) else None
 
 
-def load_mquake(source) -> list[TwoHopItem]:
-    """The 2-hop cases of an MQuAKE file (path or list of cases) as items; other cases are skipped."""
+def load_mquake(source, *, cloze: bool = False) -> list[TwoHopItem]:
+    """The 2-hop cases of an MQuAKE file (path or list of cases) as items; other cases are skipped.
+
+    cloze: add each hop's cloze statement as a second query (see `mquake_to_record`)."""
     data, path = _records(source)
     prefix = "" if path is None else f"{path}: "
     if not isinstance(data, list):
@@ -192,7 +207,7 @@ def load_mquake(source) -> list[TwoHopItem]:
     mapped, problems = [], []
     for index, rec in enumerate(data):
         try:
-            record = mquake_to_record(rec, index)
+            record = mquake_to_record(rec, index, cloze=cloze)
         except ItemFormatError as e:  # a case's first problem with MQuAKE's shape; the other cases go on
             problems.extend(e.problems)
             continue
@@ -231,10 +246,16 @@ def detect_format(data: Any, source: str | Path | None = None) -> str:
                           f"'single_hops')")
 
 
-def load_items(path: str | Path) -> list[TwoHopItem]:
-    """Items of a TFRKN, jaxkn-built or MQuAKE file (JSON or JSON Lines), detected from its content."""
+def load_items(path: str | Path, *, mquake_cloze: bool = False) -> list[TwoHopItem]:
+    """Items of a TFRKN, jaxkn-built or MQuAKE file (JSON or JSON Lines), detected from its content.
+
+    mquake_cloze: for an MQuAKE file, each hop's cloze statement becomes a second query."""
     data = _read_json(path)
-    loader = load_mquake if detect_format(data, path) == "mquake" else load_tfrkn
+    if detect_format(data, path) == "mquake":
+        def loader(d):
+            return load_mquake(d, cloze=mquake_cloze)
+    else:
+        loader = load_tfrkn
     return _with_source(loader, data, Path(path))
 
 

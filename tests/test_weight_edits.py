@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxkn import edits
 from jaxkn import interventions as iv
+from jaxkn import weight_edits as edits
 from jaxkn.model import forward
 from jaxkn.recall import site_activations
 
