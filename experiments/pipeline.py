@@ -35,7 +35,7 @@ from jaxkn.experiments.report import write_report
 from jaxkn.experiments.results import FactResult, ItemResult, from_json, to_json
 from jaxkn.experiments.sets_stage import run_sets
 from jaxkn.experiments.settings import StudyConfig
-from jaxkn.experiments.store import ResultStore, fact_key
+from jaxkn.experiments.store import ResultStore, check_out, fact_key
 from jaxkn.experiments.table import facts_table, item_table
 from jaxkn.runtime import enable_compilation_cache
 from jaxkn.sharding import make_mesh, parse_mesh, shard_params
@@ -103,42 +103,45 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
     if mesh is not None:
         settings = dataclasses.replace(settings, mesh=mesh)  # recorded in summary.json with the rest
     items = load_dataset(settings)  # read and validated before the model loads
+    check_out(out)  # a foreign or busy --out is refused before the model loads, too
     device_mesh = study_mesh(settings.mesh, distributed)
     cfg, params, tokenizer, model_id = load(settings, device_mesh)
     store = ResultStore(out, settings.fingerprint(model_id), model_id, resume=resume,
                         settings=settings.scoped("fact", "item"), dataset_hashes=dataset_hashes(items))
-    ctx = make_context(cfg, params, tokenizer, settings, relation_answers(items), mesh=device_mesh)
+    try:  # the folder's lock is released however the run ends (an error, Ctrl-C), not only at exit
+        ctx = make_context(cfg, params, tokenizer, settings, relation_answers(items), mesh=device_mesh)
 
-    def timed(name, fn, *args):
-        store.start_clock(name)
-        try:
-            return fn(*args)
-        finally:
-            store.tick()
+        def timed(name, fn, *args):
+            store.start_clock(name)
+            try:
+                return fn(*args)
+            finally:
+                store.tick()
 
-    selected, filter_state = timed("filter", run_filter, ctx, store, items)
-    if not selected and filter_state.get("skipped") and len(filter_state["skipped"]) == filter_state["screened"]:
-        raise StudyInputError(_nothing_measurable(filter_state["skipped"]))
-    mine = shard_items(selected) if distributed else selected
-    key = settings.attribution_key(model_id)
-    facts = timed("facts", run_facts, ctx, store, mine, key)
-    if distributed:
-        facts = _merge_hosts_facts(store, mine, len(selected), facts, key)  # every host needs every fact
-    keys = {t: fact_key(t, key) for t in facts}
-    sets, sets_key, summary_of_facts = run_sets(ctx, store, facts, keys)
-    timed("items", run_items, ctx, store, mine, facts, sets, keys, sets_key, counterfactual_index(items))
-    if distributed:
-        _merge_hosts_items(store, mine, len(selected))
-        if jax.process_index() != 0:
-            return store.root / "report.md"  # process 0 writes the aggregate
-    timings = {**store.read("timings.json"), "total_this_session": time.time() - started}
-    chosen = {it.case_id for it in selected}
-    results = [r for r in store.items() if r.case_id in chosen and r.sets_key == sets_key]
-    report = write_report(store, settings, model_id=model_id, filter_state=filter_state, n_dataset=len(items),
-                          selected=[it.case_id for it in selected], table=item_table(results, settings.cot),
-                          facts_summary=summary_of_facts, facts_table=facts_table(facts, sets, keys),
-                          timings=timings)
-    store.close()
+        selected, filter_state = timed("filter", run_filter, ctx, store, items)
+        if not selected and filter_state.get("skipped") and len(filter_state["skipped"]) == filter_state["screened"]:
+            raise StudyInputError(_nothing_measurable(filter_state["skipped"]))
+        mine = shard_items(selected) if distributed else selected
+        key = settings.attribution_key(model_id)
+        facts = timed("facts", run_facts, ctx, store, mine, key)
+        if distributed:
+            facts = _merge_hosts_facts(store, mine, len(selected), facts, key)  # every host needs every fact
+        keys = {t: fact_key(t, key) for t in facts}
+        sets, sets_key, summary_of_facts = run_sets(ctx, store, facts, keys)
+        timed("items", run_items, ctx, store, mine, facts, sets, keys, sets_key, counterfactual_index(items))
+        if distributed:
+            _merge_hosts_items(store, mine, len(selected))
+            if jax.process_index() != 0:
+                return store.root / "report.md"  # process 0 writes the aggregate
+        timings = {**store.read("timings.json"), "total_this_session": time.time() - started}
+        chosen = {it.case_id for it in selected}
+        results = [r for r in store.items() if r.case_id in chosen and r.sets_key == sets_key]
+        report = write_report(store, settings, model_id=model_id, filter_state=filter_state, n_dataset=len(items),
+                              selected=[it.case_id for it in selected], table=item_table(results, settings.cot),
+                              facts_summary=summary_of_facts, facts_table=facts_table(facts, sets, keys),
+                              timings=timings)
+    finally:
+        store.close()
     log(f"report: {report}")
     return report
 

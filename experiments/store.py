@@ -110,15 +110,8 @@ class ResultStore:
                 raise ResultsFolderError(
                     f"{self.root} already holds {len(list(self.items_dir.glob('*.json')))} item results of this "
                     f"run; pass --resume to continue it, or choose another --out")
-        elif self.root.exists():
-            if not self.root.is_dir():
-                raise ResultsFolderError(f"--out {self.root} is a file, not a folder")
-            foreign = sorted(p.name for p in self.root.iterdir())
-            if foreign:
-                raise ResultsFolderError(
-                    f"{self.root} is not empty and holds no run of this study ({', '.join(foreign[:5])}"
-                    f"{' ...' if len(foreign) > 5 else ''}); the study writes only into a new or empty folder or "
-                    f"one it owns: choose another --out")
+        else:
+            refuse_foreign(self.root)
         self._lock = acquire_lock(self.root / "run.lock")
         write_json(run_file, {"fingerprint": fingerprint, "model_id": model_id, "schema": SCHEMA_VERSION,
                               "settings": settings, "dataset_hashes": hashes})
@@ -225,6 +218,31 @@ class ResultStore:
         self._clock = (stage, now)
 
 
+def refuse_foreign(out: str | Path) -> None:
+    """Refuses an --out the study does not own: a file, or a non-empty folder without run.json (the user's)."""
+    root = Path(out)
+    if not root.exists() or (root / "run.json").is_file():
+        return
+    if not root.is_dir():
+        raise ResultsFolderError(f"--out {root} is a file, not a folder")
+    # run.lock alone is a run killed before it wrote run.json (a live one is refused by the lock itself)
+    foreign = sorted(p.name for p in root.iterdir() if p.name != "run.lock")
+    if foreign:
+        raise ResultsFolderError(
+            f"{root} is not empty and holds no run of this study ({', '.join(foreign[:5])}"
+            f"{' ...' if len(foreign) > 5 else ''}); the study writes only into a new or empty folder or "
+            f"one it owns: choose another --out")
+
+
+def check_out(out: str | Path) -> None:
+    """What can be refused before the model loads (which may take minutes): a foreign --out, or one that a
+    live run holds. Writes nothing; `ResultStore` checks again, and takes the lock, once the model is loaded."""
+    holder = _live_holder(Path(out) / "run.lock")
+    if holder is not None:
+        raise _busy(Path(out) / "run.lock", holder)
+    refuse_foreign(out)
+
+
 def _case_order(case_id: str):
     return (0, int(case_id)) if case_id.lstrip("-").isdigit() else (1, case_id)
 
@@ -251,21 +269,35 @@ def acquire_lock(path: Path) -> Path:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                holder = json.loads(path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                holder = {}
-            if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+            holder = _live_holder(path)
+            if holder is None:
                 path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
-            raise ResultsFolderError(
-                f"another run is working in {path.parent} (pid {holder.get('pid')} on {holder.get('host')}, "
-                f"{path}); wait for it, or remove {path} if that process is gone") from None
+            raise _busy(path, holder) from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         atexit.register(lambda: path.unlink(missing_ok=True) if _holds(path, me) else None)
         return path
     raise ResultsFolderError(f"could not take the lock {path}")
+
+
+def _live_holder(path: Path) -> dict | None:
+    """The lock's {pid, host} unless there is no lock or it is stale (this host, its pid not running)."""
+    if not path.exists():
+        return None
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        holder = {}
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+        return None
+    return holder
+
+
+def _busy(path: Path, holder: dict) -> ResultsFolderError:
+    return ResultsFolderError(
+        f"another run is working in {path.parent} (pid {holder.get('pid')} on {holder.get('host')}, {path}); "
+        f"wait for it, or remove {path} if that process is gone")
 
 
 def _holds(path: Path, me: dict) -> bool:
