@@ -77,7 +77,7 @@ def test_rerun_without_resume_is_refused(smoke_run):
 def _cli(out: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen([sys.executable, "-m", "jaxkn.experiments.two_hop", "--limit", "5", "--out", str(out),
-                             *FAST, "--batch-size", "2", *extra], cwd=REPO, env=env,
+                             *FAST, *extra], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -91,10 +91,11 @@ def test_resume_after_sigkill_recomputes_nothing_and_matches(smoke_run, tmp_path
     # Start from the smoke run's filter and fact files (valid here: the fact cache key holds every attribution
     # setting), so the subprocess spends its time in the per-item stage, where it is killed.
     (out / "facts").mkdir(parents=True)
-    for name in ("filter.json", "filter_cache.json"):
+    for name in ("run.json", "filter.json", "filter_cache.json"):  # run.json: the folder is this run's
         shutil.copy(smoke_run / name, out / name)
-    for fact in (smoke_run / "facts").glob("*.json"):
-        shutil.copy(fact, out / "facts" / fact.name)
+    for fact in (smoke_run / "facts").glob("*.*"):
+        if not fact.name.startswith("."):
+            shutil.copy(fact, out / "facts" / fact.name)
     proc = _cli(out)
     deadline = time.time() + 400
     while len(_item_files(out)) < 2 and proc.poll() is None and time.time() < deadline:
