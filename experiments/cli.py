@@ -73,10 +73,11 @@ def _add_fields(group, cls, defaults, choices_of, dests: dict):
         dest = f"{cls.__name__}.{f.name}"
         dests[dest] = (cls, f.name)
         if scalar is bool:
-            group.add_argument(*names, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            group.add_argument(*names, dest=dest, type=_converter(scalar, is_tuple, optional), default=None,
-                               metavar=f.name.upper(), help=text)
+            group.add_argument(*names, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=text)
+        else:  # SUPPRESS: a flag not given is absent, so "--tolerance none" (a given None) is an override
+            group.add_argument(*names, dest=dest, type=_converter(scalar, is_tuple, optional),
+                               default=argparse.SUPPRESS, metavar=f.name.upper(), help=text)
 
 
 def parser(prog: str = "python -m jaxkn.experiments.two_hop", description: str = "") -> argparse.ArgumentParser:
@@ -122,9 +123,9 @@ def settings_from_args(args: argparse.Namespace) -> StudyConfig:
     values.pop("preset_overrides", None)
     attribution = dict(values.pop("attribution", None) or {})
     for dest, (cls, name) in args._dests.items():
-        given = getattr(args, dest)
-        if given is None:
+        if not hasattr(args, dest):
             continue
+        given = getattr(args, dest)
         if cls is AttributionConfig:
             attribution[name] = given
         else:

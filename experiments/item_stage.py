@@ -140,7 +140,8 @@ def _condition_sets(facts: dict[int, FactSets | None], nulls: dict[str, FactSets
         picked = [facts[h].shared_in for h in hops if facts[h].shared_in]
         return [union(picked)] if picked else []
     if null == "matched":
-        return [union([facts[h].matched[d] for h in hops]) for d in range(min(n_draws, len(facts[hops[0]].matched)))]
+        n = min([n_draws] + [len(facts[h].matched) for h in hops])  # a too-narrow layer leaves no draws
+        return [union([facts[h].matched[d] for h in hops]) for d in range(n)]
     wrong = [[k for k in facts[h].wrong if nulls[k].neurons][:n_draws] for h in hops]
     n = min(len(w) for w in wrong)
     return [union([nulls[w[d]].neurons for w in wrong]) for d in range(n)]

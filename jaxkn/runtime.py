@@ -14,11 +14,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("JAXKN_CACHE", Path.home() / ".cache" / "jaxkn"))
 
 
-def enable_compilation_cache(path: str | Path | None = None) -> Path:
-    """Turns on JAX's persistent compilation cache (idempotent): recompiling the same shapes costs a file read."""
+def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
+    """Turns on JAX's persistent compilation cache (idempotent): recompiling the same shapes costs a file read.
+
+    The folder is `path`, else $JAXKN_XLA_CACHE, else `cache_dir()/xla`. JAX writes its entries in place, so a
+    process killed mid-write can leave a truncated entry that aborts the next reader: runs that are killed on
+    purpose (the fault tests) run with JAXKN_XLA_CACHE=off: no persistent cache, nothing half-written.
+    Returns the folder, or None when turned off.
+    """
     import jax
 
-    path = Path(path) if path is not None else cache_dir() / "xla"
+    if path is None:
+        path = os.environ.get("JAXKN_XLA_CACHE") or cache_dir() / "xla"
+        if str(path).lower() == "off":
+            return None
+    path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

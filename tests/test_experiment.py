@@ -75,7 +75,8 @@ def test_rerun_without_resume_is_refused(smoke_run):
 
 
 def _cli(out: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # killed on purpose: no persistent compilation cache (JAX writes entries in place; see jaxkn.runtime)
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAXKN_XLA_CACHE="off")
     return subprocess.Popen([sys.executable, "-m", "jaxkn.experiments.two_hop", "--limit", "5", "--out", str(out),
                              *FAST, *extra], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

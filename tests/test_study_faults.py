@@ -97,7 +97,8 @@ def _argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
 
 def _start(argv: list[str], log: Path) -> subprocess.Popen:
     """The study CLI as its own process (output to a file: a full pipe would block it)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # killed on purpose: no persistent compilation cache (JAX writes entries in place; see jaxkn.runtime)
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAXKN_XLA_CACHE="off")
     with open(log, "a") as f:
         return subprocess.Popen([sys.executable, "-m", "jaxkn.experiments.two_hop", *argv], cwd=REPO, env=env,
                                 stdout=f, stderr=subprocess.STDOUT)
