@@ -107,8 +107,8 @@ def test_bad_sharding_option_is_named():
 
     with pytest.raises(ValueError, match="sharding.*is not one of"):
         StudyConfig(sharding="zero3")
-    with pytest.raises(SystemExit):
-        two_hop.parser().parse_args(["--sharding", "zero3"])
+    with pytest.raises(ValueError, match="sharding.*is not one of"):  # checked where every setting is
+        two_hop.settings_from_args(two_hop.parser().parse_args(["--sharding", "zero3"]))
     args = two_hop.parser().parse_args(["--mesh", "1x2"])
     settings = two_hop.settings_from_args(args)
     assert settings.mesh == "1x2" and settings.sharding == "fsdp"  # the default fits any model (SmolLM2's 9 heads)
