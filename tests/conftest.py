@@ -127,3 +127,15 @@ def tiny_checkpoint(tmp_path_factory, smollm2):
     transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
     tokenizer.save(folder)
     return folder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Frees JAX's in-memory compiled programs after each test module: a test worker that kept every program of
+    650 tests alive crashed inside XLA's CPU compiler (segfault) in whichever late test compiled next, never when
+    that test ran alone. Recompiling later costs a persistent-cache read."""
+    yield
+    import gc
+
+    jax.clear_caches()
+    gc.collect()
