@@ -44,7 +44,7 @@ def setting(default, scope: str, *, choices: tuple | None = None, flag: str | No
 
 
 # The converged preset (METHOD §10): every layer's completeness error within 0.01, points spent where needed.
-DEFAULT_ATTRIBUTION = AttributionConfig(tolerance=0.01)
+DEFAULT_ATTRIBUTION = AttributionConfig(**{k: v for k, v in PRESETS["converged"].attribution.items()})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -90,7 +90,7 @@ class StudyConfig:
     model: str | None = setting(None, "run")  # identified by its model id in the fingerprint
     dtype: str | None = setting(None, "run", choices=("float32", "bfloat16"))  # part of the model id
     dataset: str | None = setting(None, "run")  # identified by the content of the records used
-    limit: int = setting(24, "run")
+    limit: int = setting(64, "run")
     screen: int = setting(25, "run")
     cot: tuple[str, ...] = setting(COT_SETTINGS, "item", choices=COT_SETTINGS)
     seed: int = setting(0, "fact")

@@ -73,7 +73,8 @@ def test_config_file_replays_a_summary_and_flags_override_it(tmp_path):
     path = write_json(tmp_path / "summary.json", {"settings": original.to_dict(), "numbers": {}})
     assert settings_from_args(parser().parse_args(["--config", str(path)])) == original
     changed = settings_from_args(parser().parse_args(["--config", str(path), "--steps", "9", "--limit", "4"]))
-    assert changed == dataclasses.replace(original, limit=4, attribution=AttributionConfig(steps=9, tolerance=0.01))
+    assert changed == dataclasses.replace(original, limit=4, attribution=AttributionConfig(steps=9, quadrature="gauss_legendre",
+                                                                                       tolerance=0.01))
     (tmp_path / "bad.json").write_text('{"settings": {"nonsense": 1}}')
     with pytest.raises(ValueError, match="nonsense"):
         settings_from_args(parser().parse_args(["--config", str(tmp_path / "bad.json")]))

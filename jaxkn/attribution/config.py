@@ -87,13 +87,18 @@ class AttributionConfig:
             raise ValueError(f"AttributionConfig.point_chunk={self.point_chunk}: give a positive count or None")
 
     def refinement_points(self) -> tuple[int, ...]:
-        """Point counts of converged mode's refinement rounds: powers of two above `steps`, of at least one
-        panel pair, up to `max_points_per_layer` (empty without a tolerance)."""
+        """Point counts of converged mode's refinement rounds: powers of two of at least 1.5 x `steps` and of
+        at least one panel pair, up to `max_points_per_layer` (empty without a tolerance).
+
+        Why 1.5 x: a round that barely adds points rarely passes. On SmolLM2's 3-shot prompts, from a
+        Gauss-Legendre 12 first round, 16 points brought no layer-0 prompt of six facts within 0.01 (32 did for
+        some, 64 for most), so the rounds start at 32, as they do from left m = 20.
+        """
         if self.tolerance is None:
             return ()
         counts, n = [], 2 * PANEL_NODES
         while n <= self.max_points_per_layer:
-            if n > self.steps:
+            if n >= 1.5 * self.steps:
                 counts.append(n)
             n *= 2
         return tuple(counts)
