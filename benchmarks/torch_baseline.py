@@ -88,8 +88,12 @@ def amig_baseline(model, tokens: Sequence[int], positions: Sequence[int], site: 
 def attribute_fact(model, prompt: Sequence[int], answer: Sequence[int], *, steps: int = 20,
                    quadrature: str = "left", site: str = "product",
                    baseline: str = "zero", baseline_form: str = "difference", layers: Sequence[int] | None = None,
-                   eos_id: int | None = None) -> np.ndarray:
-    """Attribution scores [len(layers), F] of one (prompt ids, answer ids) fact, averaged over answer tokens."""
+                   eos_id: int | None = None, points_per_batch: int | None = None) -> np.ndarray:
+    """Attribution scores [len(layers), F] of one (prompt ids, answer ids) fact, averaged over answer tokens.
+
+    `points_per_batch` bounds the scaled copies run at once (None: all m in one batch); the points are
+    independent, so chunking changes only the memory (m copies x T tokens x vocabulary logits), not the result.
+    """
     tokens = list(prompt) + list(answer[:-1])
     positions = [len(prompt) - 1 + k for k in range(len(answer))]
     layers = list(range(model.config.num_hidden_layers)) if layers is None else list(layers)
@@ -105,14 +109,22 @@ def attribute_fact(model, prompt: Sequence[int], answer: Sequence[int], *, steps
     for k, (pos, gold) in enumerate(zip(positions, answer)):
         for row, layer in enumerate(layers):
             a, b = acts[layer, k], base[layer, k]
-            grads = _point_gradients(model, ids, layer, site, pos, gold, a, b, alphas)
+            grads = _point_gradients(model, ids, layer, site, pos, gold, a, b, alphas, points_per_batch)
             integral = (weights[:, None] * grads.double()).sum(dim=0)
             scores[row] += ((a - b) if baseline_form == "difference" else a).double() * integral
     return (scores / len(answer)).numpy()
 
 
-def _point_gradients(model, ids, layer, site, pos, gold, a, b, alphas) -> torch.Tensor:
-    """dP(gold)/da' at the m points, from one batched full forward/backward: [m, F]."""
+def _point_gradients(model, ids, layer, site, pos, gold, a, b, alphas, points_per_batch=None) -> torch.Tensor:
+    """dP(gold)/da' at the m points: [m, F], from batched full forwards/backwards of at most `points_per_batch`
+    scaled copies each (None: all m at once)."""
+    size = len(alphas) if points_per_batch is None else max(1, int(points_per_batch))
+    return torch.cat([_chunk_gradients(model, ids, layer, site, pos, gold, a, b, alphas[i: i + size])
+                      for i in range(0, len(alphas), size)])
+
+
+def _chunk_gradients(model, ids, layer, site, pos, gold, a, b, alphas) -> torch.Tensor:
+    """dP(gold)/da' at the given points, from one batched full forward/backward: [len(alphas), F]."""
     points = (b[None] + alphas[:, None].to(a.dtype) * (a - b)[None]).detach().requires_grad_(True)
 
     def replace(x):
@@ -159,8 +171,11 @@ CAPTUM_METHODS = {"left": "riemann_left", "right": "riemann_right", "gauss_legen
 
 def captum_attribute_fact(model, prompt: Sequence[int], answer: Sequence[int], *, steps: int = 20,
                           quadrature: str = "left", site: str = "product",
-                          layers: Sequence[int] | None = None) -> np.ndarray:
-    """captum `LayerIntegratedGradients` at the same site and baseline (zero), one call per layer: [L, F]."""
+                          layers: Sequence[int] | None = None, internal_batch_size: int | None = None) -> np.ndarray:
+    """captum `LayerIntegratedGradients` at the same site and baseline (zero), one call per layer: [L, F].
+
+    `internal_batch_size` is captum's own: the scaled copies run in batches of at most that many (None: all).
+    """
     from captum.attr import LayerIntegratedGradients
 
     if quadrature not in CAPTUM_METHODS:
@@ -185,7 +200,8 @@ def captum_attribute_fact(model, prompt: Sequence[int], answer: Sequence[int], *
 
                 lig = LayerIntegratedGradients(forward, probe)
                 attr = lig.attribute((ids, torch.ones(1)), baselines=(ids, torch.zeros(1)), n_steps=steps,
-                                     method=CAPTUM_METHODS[quadrature])
+                                     method=CAPTUM_METHODS[quadrature],
+                                     internal_batch_size=internal_batch_size)
             finally:
                 setattr(mlp, name, original)
             scores[row] += attr[0, pos].detach().double().numpy()

@@ -1,12 +1,15 @@
-"""The 7B-scale benchmark, run small on CPU: it runs end to end, prints its table, and the PyTorch baseline and
-jaxkn's fast path agree on the same random model (float32, METHOD.md §9: 1e-4). Not a timing test."""
+"""The benchmarks, run small on CPU: the 7B-scale one and the time-to-converged one run end to end, print their
+tables, and the PyTorch baselines and jaxkn's fast path agree on the same random model at the same rule (float32,
+METHOD.md §9: 1e-4). Not timing tests."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -70,3 +73,81 @@ def test_bad_arguments_are_refused():
         shapes.jaxkn_config("gpt-5")
     with pytest.raises(SystemExit):
         bench_7b.parse_args(["--batch-sizes", "0"])
+
+
+# ---- bench_converged.py: time to a converged attribution (issue 17 item 1) ----------------------------------
+
+CONVERGED_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_converged.py"
+CONVERGED_TOL = 1e-6  # below the tiny model's left m=20 error (~1e-6), so the doubling has to run
+
+
+@pytest.fixture(scope="module")
+def converged_run(tmp_path_factory):
+    """The script run as a user runs it (its own process), on the tiny random model with small settings."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("converged") / "tiny.json"
+    argv = [sys.executable, str(CONVERGED_SCRIPT), "--model", "tiny", "--facts", "2", "--queries", "2",
+            "--max-uniform", "80", "--tolerance", str(CONVERGED_TOL), "--baseline-layers", "0,2",
+            "--baseline-batch", "16", "--threads", "1", "--json", str(out)]
+    # the script imports the same jaxkn as this test (this checkout's, whichever copy an editable install points at)
+    import jaxkn
+
+    root = str(Path(jaxkn.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=CONVERGED_SCRIPT.parents[1], env=env)
+    return proc, out
+
+
+def test_converged_bench_runs_and_reports(converged_run):
+    proc, out = converged_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result) >= {"meta", "rows", "table", "uniform_search", "converged", "uniform", "uniform_vs_converged",
+                           "baselines"}
+    assert [r["impl"] for r in result["rows"]] == ["jaxkn converged", "jaxkn fast, uniform", "PyTorch loop",
+                                                   "captum LIG"]
+    assert all(r["s_per_fact"] > 0 for r in result["rows"])
+    assert result["meta"]["prompt_tokens"] == [12] * 4 and "first answer token" in result["meta"]["target"]
+    # converged mode ran as the study configures it, with the tolerance asked for
+    from jaxkn.experiments.settings import StudyConfig
+
+    study = StudyConfig().attribution.to_dict()
+    assert result["meta"]["converged_config"] == dict(study, tolerance=CONVERGED_TOL)
+    conv = result["converged"]
+    assert len(conv["seconds"]) == 2 and conv["s_per_fact_median"] > 0
+    assert (max(conv["error_per_layer"]) <= CONVERGED_TOL) == (conv["flagged"] == 0)
+    assert "| jaxkn converged |" in proc.stdout and "| left m |" in proc.stdout
+    assert "prompt lengths (tokens): [12, 12, 12, 12]" in proc.stdout
+
+
+def test_converged_bench_uniform_search_is_honest(converged_run):
+    _, out = converged_run
+    result = json.loads(out.read_text())
+    search = result["uniform_search"]
+    ms = [s["m"] for s in search["steps"]]
+    assert ms == [20 * 2**k for k in range(len(ms))] and ms[-1] <= 80
+    for prev, step in zip(search["steps"], search["steps"][1:]):
+        assert step["checked_layers"] == prev["above"]  # each doubling redoes only the layers still failing
+    last = search["steps"][-1]
+    if search["reached"]:
+        assert search["m_star"] == last["m"] and last["above"] == [] and last["max_error"] <= CONVERGED_TOL
+        assert all(s["above"] for s in search["steps"][:-1])
+        # the all-layer run at m* agrees with the search: every layer within the tolerance
+        assert max(result["uniform"]["error_per_layer"]) <= CONVERGED_TOL
+    else:
+        assert search["m_star"] is None and last["m"] == 80 and last["above"]
+        assert "not reached" in result["rows"][2]["rule"].lower()
+    assert result["rows"][2]["rule"].startswith(f"left m={search['m_used']}")
+
+
+def test_converged_bench_baselines_agree_at_the_same_rule(converged_run):
+    _, out = converged_run
+    result = json.loads(out.read_text())
+    uniform_error = np.asarray(result["uniform"]["error"])  # [queries of fact 0, L]
+    for name, b in result["baselines"].items():
+        assert b["parity_vs_jaxkn_uniform"] < 1e-4, name  # float32, METHOD.md §9
+        assert set(b["s_per_layer_by_layer"]) == {"0", "2"}
+        # completeness from the baseline's own scores and torch forwards matches jaxkn's at the same rule
+        np.testing.assert_allclose(np.asarray(b["error"])[0], uniform_error[0, [0, 2]], atol=1e-5)
+        assert b["s_per_fact"] == pytest.approx(b["s_per_layer"] * 3 * 2)
