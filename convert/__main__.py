@@ -38,7 +38,6 @@ def convert(src: str | Path, out: str | Path, dtype: str | None = None, *, overw
     """
     from jaxkn.convert.checkpoint import check_target, save_checkpoint
     from jaxkn.convert.mapping import CheckpointError
-    from jaxkn.validation import check_json_files
 
     if Path(src).resolve() == Path(out).resolve():
         raise CheckpointError(f"the output folder is the source folder {Path(src).resolve()}; converting in "
@@ -49,19 +48,10 @@ def convert(src: str | Path, out: str | Path, dtype: str | None = None, *, overw
 
         src = gguf_path()
     from jaxkn.convert.hub import resolve_model
+    from jaxkn.convert.loading import read_source
 
     src = resolve_model(src)  # a path as is, or an "org/name" found in the local HF cache
-    if src.is_file() and src.suffix == ".gguf":
-        from jaxkn.convert.gguf import convert_gguf
-
-        cfg, params, tokenizer = convert_gguf(src, dtype)
-    elif src.is_dir() and (src / "config.json").is_file():
-        from jaxkn.convert.hf import convert_hf
-
-        check_json_files(src)  # a broken config.json or tokenizer file is named, with its line
-        cfg, params, tokenizer = convert_hf(src, dtype)
-    else:
-        raise CheckpointError(f"{src} is neither an HF model folder (with config.json) nor a .gguf file")
+    cfg, params, tokenizer = read_source(src, dtype)
     save_checkpoint(out, cfg, params, tokenizer, overwrite=overwrite)
     return cfg, params
 

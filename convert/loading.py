@@ -45,16 +45,25 @@ def load_model(path: str | Path, dtype: str | None = None, shardings=None):
             cfg = cfg.replace(param_dtype=dtype)
             params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
         return cfg, params, tokenizer
+    cfg, params, tokenizer = read_source(path, dtype, also="a jaxkn checkpoint folder, ")
+    return cfg, _to_device(params, cfg, shardings), tokenizer
+
+
+def read_source(path: Path, dtype: str | None = None, *, also: str = ""):
+    """(cfg, params as numpy, tokenizer) of an HF model folder (config.json + safetensors) or a `.gguf` file,
+    converted in memory; the tokenizer is checked to fit the vocabulary. The one place that tells the two
+    source kinds apart (`load_model` and `python -m jaxkn.convert` both read sources through it); `also`
+    names what the caller accepts besides them, for the error."""
+    path = Path(path)
     if path.is_file() and path.suffix == ".gguf":
         cfg, params, tokenizer = convert_gguf(path, dtype)
     elif path.is_dir() and (path / "config.json").is_file():
         check_json_files(path)  # a broken config.json or tokenizer file is named, with its line
         cfg, params, tokenizer = convert_hf(path, dtype)
     else:
-        raise CheckpointError(f"{path} is neither a jaxkn checkpoint folder, an HF model folder (config.json) "
-                              f"nor a .gguf file")
+        raise CheckpointError(f"{path} is neither {also}an HF model folder (with config.json) nor a .gguf file")
     check_tokenizer_fits(tokenizer, cfg, where=path)
-    return cfg, _to_device(params, cfg, shardings), tokenizer
+    return cfg, params, tokenizer
 
 
 def _to_device(params, cfg: ModelConfig, shardings):

@@ -1,6 +1,6 @@
 """Two runs of the study side by side, claim by claim: what changed between them and under which settings.
 
-    python -m jaxkn.experiments.compare experiments/paper_run experiments/default_run --out experiments/COMPARISON.md
+    python -m jaxkn.experiments.compare experiments/paper_run experiments/converged_run_24 --out experiments/COMPARISON.md
 
 Reads each folder's summary.json (nothing is recomputed) and writes a markdown table: for every claim, each run's
 verdict on each score (D, R) and CoT summary (max, mean) with the null it was tested against; then the settings

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,12 +112,18 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
     try:  # the folder's lock is released however the run ends (an error, Ctrl-C), not only at exit
         ctx = make_context(cfg, params, tokenizer, settings, relation_answers(items), mesh=device_mesh)
 
+        peaks = {}  # GiB: this process's peak resident memory so far, read as each stage ends
+
         def timed(name, fn, *args):
             store.start_clock(name)
             try:
                 return fn(*args)
             finally:
                 store.tick()
+                # Compiled programs of one stage are not the next one's: freeing them keeps them out of the
+                # next stage's peak memory (the persistent cache still holds them for the next run).
+                jax.clear_caches()
+                peaks[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)  # Linux: KiB
 
         selected, filter_state = timed("filter", run_filter, ctx, store, items)
         if not selected and filter_state.get("skipped") and len(filter_state["skipped"]) == filter_state["screened"]:
@@ -139,7 +146,7 @@ def run_study(settings: StudyConfig, out: str | Path, *, resume: bool = False, m
         report = write_report(store, settings, model_id=model_id, filter_state=filter_state, n_dataset=len(items),
                               selected=[it.case_id for it in selected], table=item_table(results, settings.cot),
                               facts_summary=summary_of_facts, facts_table=facts_table(facts, sets, keys),
-                              timings=timings)
+                              timings=timings, peak_memory=peaks)
     finally:
         store.close()
     log(f"report: {report}")

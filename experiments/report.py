@@ -158,7 +158,7 @@ def _figure_paths(store, facts_summary: dict) -> dict:
 
 def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: dict, n_dataset: int,
                  selected: list, table: pd.DataFrame, facts_summary: dict, facts_table: pd.DataFrame | None,
-                 timings: dict) -> Path:
+                 timings: dict, peak_memory: dict | None = None) -> Path:
     """Writes items.csv, items.parquet, facts.parquet (when `facts_table` is given), summary.json, report.md and
     figures/ into `store.root`; returns report.md's path.
 
@@ -170,6 +170,7 @@ def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: d
       facts_summary: "unique", "empty_kn", "shared", "shared_rule", "kn_counts_per_layer", "completeness",
         "completeness_per_layer_max", "heatmaps" ({fact: {"scores_path", "neurons", "title"}}).
       facts_table: one row per fact (neuron lists as list columns), or None. timings: stage wall times (s).
+      peak_memory: the process's peak resident memory (GiB) read at the end of each stage this session.
     """
     root = Path(store.root)
     table = table.reset_index(drop=True)
@@ -193,7 +194,8 @@ def write_report(store, settings: StudyConfig, *, model_id: str, filter_state: d
         neurons={"shared": facts_summary.get("shared", []), "shared_rule": facts_summary.get("shared_rule", ""),
                  "kn_counts_per_layer": facts_summary.get("kn_counts_per_layer", {})},
         controls=controls_used(table) if len(table) else [],
-        conventions=CONVENTIONS(settings), timings_s={k: round(v, 1) for k, v in timings.items()}, numbers=numbers,
+        conventions=CONVENTIONS(settings), timings_s={k: round(v, 1) for k, v in timings.items()},
+        peak_rss_gib=dict(peak_memory or {}), numbers=numbers,
         skipped={"count": len(skipped), "items": skipped})
     if len(table):
         summary["verdicts"] = verdicts(numbers)
@@ -242,7 +244,10 @@ def render_markdown(summary: dict) -> str:
         f"Facts: {summary['facts']['unique']} unique, {summary['facts']['empty_kn']} with an empty KN set (such hops "
         "are skipped and counted).",
         "Stage wall times (s, summed over every session that worked on this folder): " + ", ".join(
-            f"{k} {v}" for k, v in summary["timings_s"].items() if k != "total_this_session") + ".", "",
+            f"{k} {v}" for k, v in summary["timings_s"].items() if k != "total_this_session") + ".",
+        *([("Peak resident memory of this session's process (GiB, read as each stage ended): " + ", ".join(
+            f"{k} {v}" for k, v in summary["peak_rss_gib"].items()) + ".")] if summary.get("peak_rss_gib") else []),
+        "",
         *_settings_lines(s), "",
     ]
     skipped = summary.get("skipped", {}).get("items", [])

@@ -29,7 +29,7 @@ from jaxkn.neurons import (
     to_eleuther,
 )
 
-DEFAULT_RUN = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "default_run", "facts")
+DEFAULT_RUN = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "converged_run_24", "facts")
 
 
 def test_coarse_threshold_is_relative_to_the_max():

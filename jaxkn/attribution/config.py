@@ -41,7 +41,7 @@ class AttributionConfig:
       tolerance: converged mode (METHOD.md §3) when set: every attributed layer's completeness error (per
         prompt, probability units) must be at most this. The fixed rule above is the first round for every
         layer; a (prompt, layer) above the tolerance is redone with composite Gauss-Legendre on panels placed
-        where the previous round saw P(t) move, doubling the points each round (32, 64, ...) up to
+        where the rounds so far saw P(t) move, doubling the points each round (32, 64, ...) up to
         `max_points_per_layer`; what is still above it then is flagged (`Attributions.flagged`). None: the
         fixed rule only.
       max_points_per_layer: the per-layer point budget of converged mode (default 256; refinement rounds use
