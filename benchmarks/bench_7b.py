@@ -70,6 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--baseline-repeats", type=int, default=1, help="timed baseline facts (median)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's dense matrix peak (default: known GPUs, else the measured matmul peak)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="converged mode (METHOD.md §3) at this completeness tolerance, first round = --steps "
+                        "--quadrature; its time is the warm call (the first call, compile included, is reported "
+                        "as compile s); counted TFLOP/s stay the first round's floor")
+    p.add_argument("--quadrature", default="left", help="the rule (converged mode: its first round)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -94,8 +99,8 @@ def make_facts(cfg, params, n_facts: int, prompt_len: int, seed: int) -> tuple[l
 
 
 def attribution_config(args) -> AttributionConfig:
-    return AttributionConfig(method="fast", steps=args.steps, quadrature="left", baseline="zero", site="product",
-                             layers_per_group=args.layers_per_group)
+    return AttributionConfig(method="fast", steps=args.steps, quadrature=args.quadrature, baseline="zero",
+                             site="product", layers_per_group=args.layers_per_group, tolerance=args.tolerance)
 
 
 # ---- measuring --------------------------------------------------------------------------------------------
@@ -165,18 +170,25 @@ def run_jaxkn(args, cfg, params, prompts, answers, impl: str) -> tuple[list[dict
     for size in args.batch_sizes:
         batch = make_batch(cfg, prompts[:size], answers[:size])
         start = time.perf_counter()
-        # a fixed rule is one compiled program (converged mode would loop over refinement rounds on the host)
-        compiled = jax.jit(attribute_batch, static_argnames=("cfg", "config")).lower(
-            params, batch, cfg=cfg, config=config).compile()
+        if config.tolerance is None:  # a fixed rule is one compiled program
+            compiled = jax.jit(attribute_batch, static_argnames=("cfg", "config")).lower(
+                params, batch, cfg=cfg, config=config).compile()
+            run = lambda: compiled(params, batch)  # noqa: E731,B023 (called at once)
+        else:  # converged mode loops over refinement rounds on the host: each round is its own program
+            compiled = None
+            run = lambda: attribute_batch(params, batch, cfg, config)  # noqa: E731,B023 (called at once)
+            jax.block_until_ready(run())  # compiles every round this batch needs
         compile_s = time.perf_counter() - start
-        seconds, out = timed(lambda: compiled(params, batch), args.warmup, args.repeats, jax.block_until_ready)  # noqa: B023 (called at once)
+        seconds, out = timed(run, args.warmup, args.repeats, jax.block_until_ready)
         if first_scores is None:
             first_scores = np.asarray(out.scores[0], np.float64)
         peak, peak_kind = jax_peak_bytes()
         rows.append(dict(
             impl=f"jaxkn-{impl}", batch=size, compile_s=compile_s, seconds=seconds, s_per_fact=seconds / size,
             facts_per_s=size / seconds, counted_flop_per_fact=floor, tflops=floor * size / seconds / 1e12,
-            peak_bytes=peak, peak_kind=peak_kind, xla_temp_bytes=xla_temp_bytes(compiled),
+            peak_bytes=peak, peak_kind=peak_kind,
+            xla_temp_bytes=xla_temp_bytes(compiled) if compiled is not None else None,
+            points_max=int(jnp.max(out.points_per_layer)), flagged=int(jnp.sum(out.flagged)),
             kernel_calls=kernel_calls(params, batch, cfg, config) if impl != "xla" else 0,
             completeness_max=float(jnp.max(out.completeness_error))))
         print(f"  {rows[-1]['impl']} B={size}: {seconds / size:.4g} s/fact (compile {compile_s:.1f} s)",

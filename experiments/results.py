@@ -185,6 +185,7 @@ class StudySummary:
       controls: the nulls measured ("wrong_fact", "matched_random", "random", "shared").
       conventions: what the scores, the conflict statement and the interventions mean.
       timings_s: stage wall times summed over every session on the folder.
+      peak_rss_gib: the last session's peak resident memory (GiB), read as each of its stages ended.
       numbers: every number of `experiments.analysis.analyse`; verdicts: one per claim (each naming its null and
         score); figures: PNG paths.
     """
@@ -204,6 +205,7 @@ class StudySummary:
     verdicts: dict[str, Any] = dataclasses.field(default_factory=dict)
     figures: list[str] = dataclasses.field(default_factory=list)
     skipped: dict[str, Any] = dataclasses.field(default_factory=dict)
+    peak_rss_gib: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 # ---- JSON ------------------------------------------------------------------------------------------------

@@ -49,6 +49,18 @@ def test_table_renders_every_row(tiny_run):
     assert "agreement on fact 0, jaxkn-xla vs baseline" in "\n".join(bench_7b.summary_lines(result))
 
 
+def test_tolerance_mode_converges_and_records_points():
+    argv = ["--shape", "tiny", "--prompt-len", "8", "--steps", "12", "--quadrature", "gauss_legendre",
+            "--tolerance", "0.01", "--batch-sizes", "2", "--dtype", "float32", "--impls", "xla", "--baseline", "none",
+            "--warmup", "0", "--repeats", "1"]
+    result = bench_7b.main(argv)
+    (row,) = result["rows"]
+    assert row["impl"] == "jaxkn-xla" and row["s_per_fact"] > 0 and row["xla_temp_bytes"] is None
+    # converged mode: every (prompt, layer) within the tolerance, or flagged and counted
+    assert row["completeness_max"] <= 0.01 or row["flagged"] > 0
+    assert 12 <= row["points_max"] <= 256
+
+
 def test_named_shapes_have_the_published_sizes():
     expected = {"llama2-7b": 6.738e9, "llama3-8b": 8.030e9, "mistral-7b": 7.242e9, "smollm2": 134.5e6}
     for name, count in expected.items():

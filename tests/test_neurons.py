@@ -29,7 +29,8 @@ from jaxkn.neurons import (
     to_eleuther,
 )
 
-DEFAULT_RUN = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "converged_run_24", "facts")
+COMMITTED_RUNS = [os.path.join(os.path.dirname(__file__), os.pardir, "experiments", name, "facts")
+                  for name in ("default_run", "converged_run_24")]
 
 
 def test_coarse_threshold_is_relative_to_the_max():
@@ -173,14 +174,16 @@ def test_shared_format_neuron_is_removed_and_answers_count_once():
         shared_neurons(refined, {})
 
 
-@pytest.mark.skipif(not glob.glob(os.path.join(DEFAULT_RUN, "*.json")), reason="committed default run absent")
-def test_committed_run_shared_neurons_are_recomputed_from_its_facts():
+@pytest.mark.parametrize("run", COMMITTED_RUNS, ids=["default_run", "converged_run_24"])
+def test_committed_run_shared_neurons_are_recomputed_from_its_facts(run):
     """The committed default run's shared neurons and empty fact-specific sets, recomputed from its facts'
     refined sets by the library, are what its summary.json records (METHOD §4: distinct answers counted)."""
-    facts = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(DEFAULT_RUN, "*.json")))]
+    files = sorted(glob.glob(os.path.join(run, "*.json")))
+    assert files, f"committed run {run} has no facts"
+    facts = [json.load(open(f)) for f in files]
     refined = {j: [tuple(n) for n in f["refined"]] for j, f in enumerate(facts)}
     answers = {j: f["answer"] for j, f in enumerate(facts)}
-    summary = json.load(open(os.path.join(os.path.dirname(DEFAULT_RUN), "summary.json")))
+    summary = json.load(open(os.path.join(os.path.dirname(run), "summary.json")))
     shared = shared_neurons(refined, answers)
     assert [{"neuron": list(n.neuron), "facts": n.facts} for n in shared] == summary["neurons"]["shared"]
     specific = [fact_specific(r, shared) for r in refined.values()]
