@@ -96,6 +96,15 @@ def study_facts(tok, count: int):
     return out
 
 
+def study_facts_one_bucket(cfg, tok, count: int, pool: int) -> tuple[list, int]:
+    """`count` of the first `pool` study prompts (`study_facts`) that pad to the most common length bucket,
+    so one compiled shape serves them all; and that bucket."""
+    found = study_facts(tok, pool)
+    buckets = [make_batch(cfg, [p], [a]).tokens.shape[1] for p, a in found]
+    common = max(set(buckets), key=buckets.count)
+    return [f for f, b in zip(found, buckets) if b == common][:count], common
+
+
 def matmul_rates(rows: int, d: int, f: int, threads: int) -> tuple[float, float]:
     """GFLOP/s of one [rows, d] x [d, f] float32 product in JAX and in torch (median of 20)."""
     import torch
@@ -175,10 +184,7 @@ def main(argv=None):
     fast_cfg = AttributionConfig(method="fast", steps=args.steps)
     cases = [(str(n), n, facts_of_length(tok, n, args.facts)) for n in lengths]
     if args.study_facts:
-        found = study_facts(tok, 4 * args.study_facts)
-        buckets = [make_batch(cfg, [p], [a]).tokens.shape[1] for p, a in found]
-        common = max(set(buckets), key=buckets.count)  # one compiled shape: the most common length bucket
-        chosen = [f for f, b in zip(found, buckets) if b == common][: args.study_facts]
+        chosen, common = study_facts_one_bucket(cfg, tok, args.study_facts, 4 * args.study_facts)
         print(f"study prompts: {len(chosen)} of lengths {[len(p) for p, _ in chosen]} tokens (bucket {common})")
         cases.append(("study", int(np.mean([len(p) for p, _ in chosen])), chosen))
     rate_rows = args.batch * args.steps * cfg.n_layers // 2  # a typical row count at a middle layer

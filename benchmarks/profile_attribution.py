@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -31,7 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import flops  # noqa: E402
-from bench_attribution import matmul_rates, study_facts  # noqa: E402
+from bench_attribution import matmul_rates, study_facts_one_bucket  # noqa: E402
+from bench_kernels import time_call  # noqa: E402
 
 from jaxkn.attribution import AttributionConfig, make_batch  # noqa: E402
 from jaxkn.attribution.api import _first_round  # noqa: E402
@@ -53,19 +53,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def timed(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def whole_call(params, batch, cfg, config, repeats):
     fn = jax.jit(_first_round, static_argnames=("cfg", "config"))
-    return timed(lambda p, b: fn(p, b, cfg, config)[0], params, batch, repeats=repeats)
+    return time_call(lambda p, b: fn(p, b, cfg, config)[0], (params, batch), 1, repeats)
 
 
 def main(argv=None):
@@ -74,10 +64,7 @@ def main(argv=None):
 
     enable_compilation_cache()
     cfg, params, tok = load_default_model()
-    found = study_facts(tok, 8 * args.batch)
-    buckets = [make_batch(cfg, [p], [a]).tokens.shape[1] for p, a in found]
-    common = max(set(buckets), key=buckets.count)
-    facts = [f for f, b in zip(found, buckets) if b == common][: args.batch]
+    facts, common = study_facts_one_bucket(cfg, tok, args.batch, 8 * args.batch)
     batch = make_batch(cfg, [p for p, _ in facts], [a for _, a in facts])
     config = AttributionConfig(quadrature=args.rule, steps=args.steps)
     n_points = args.steps + (0 if args.rule in ("left", "linspace") else 1)  # t = 0 is added when absent
@@ -89,7 +76,7 @@ def main(argv=None):
     t_mean = int(round(np.mean(lengths)))
     whole = whole_call(params, batch, cfg, config, args.repeats)
     prefix_fn = jax.jit(prefix_pass, static_argnames=("cfg", "site"))
-    prefix = timed(lambda p, b: prefix_fn(p, b, cfg, "product")[0], params, batch, repeats=args.repeats)
+    prefix = time_call(lambda p, b: prefix_fn(p, b, cfg, "product")[0], (params, batch), 1, args.repeats)
     n_rows = cfg.n_layers * n_points
     x = jax.random.normal(jax.random.key(0), (args.batch, n_rows, cfg.d_model), jnp.float32)
     gold = jnp.broadcast_to(batch.answer_tokens[:, :1], (args.batch, n_rows))
@@ -98,7 +85,7 @@ def main(argv=None):
         return gold_probability(lm_head(cfg, params, x), gold).sum()
 
     head_fn = jax.jit(jax.grad(head_total))
-    head = timed(head_fn, x, repeats=args.repeats)
+    head = time_call(head_fn, (x,), 1, args.repeats)
     rows = whole - prefix - head
 
     b = args.batch

@@ -113,16 +113,21 @@ def smollm2_hf_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, smollm2):
     """A tiny random LLaMA saved as an HF folder, with SmolLM2's tokenizer (so its vocabulary size)."""
+    _, _, tokenizer = smollm2
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), tokenizer, intermediate_size=48)
+
+
+def save_tiny_llama(folder, tokenizer, *, intermediate_size: int):
+    """Saves a tiny random LLaMA (2 layers, width 32, seed 0) with `tokenizer` (so its vocabulary size) as an
+    HF folder; returns the folder."""
+    import torch
     import transformers
 
-    _, _, tokenizer = smollm2
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=48,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=512, eos_token_id=tokenizer.eos_id,
-                                      bos_token_id=tokenizer.bos_id, pad_token_id=tokenizer.eos_id)
-    import torch
-
+    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32,
+                                      intermediate_size=intermediate_size, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                      eos_token_id=tokenizer.eos_id, bos_token_id=tokenizer.bos_id,
+                                      pad_token_id=tokenizer.eos_id)
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
     tokenizer.save(folder)

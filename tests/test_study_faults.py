@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_tiny_llama
 
 from jaxkn.experiments import two_hop
 
@@ -67,19 +68,8 @@ def checkpoint(tmp_path_factory, smollm2):
     """A tiny random LLaMA folder with SmolLM2's tokenizer, like conftest's `tiny_checkpoint` but with 256
     neurons per layer: the matched random null draws KN replacements from the KN's own |abar| decile of its
     layer, which 48 neurons (about 5 a decile) cannot always supply."""
-    import torch
-    import transformers
-
     _, _, tokenizer = smollm2
-    folder = tmp_path_factory.mktemp("tiny_llama_256")
-    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=256,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=512, eos_token_id=tokenizer.eos_id,
-                                      bos_token_id=tokenizer.bos_id, pad_token_id=tokenizer.eos_id)
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
-    tokenizer.save(folder)
-    return folder
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama_256"), tokenizer, intermediate_size=256)
 
 
 @pytest.fixture(scope="module")
